@@ -1,0 +1,262 @@
+"""The Python API: what ``kdkit distill``, ``kdkit eval`` and ``kdkit quickstart`` do, callable from code.
+
+``distill(recipe)`` validates everything that can be checked before any file is written (recipe, data, models,
+vocabularies, layer maps), then fine-tunes the teacher if the recipe asks (cached), distils the student with
+:class:`~kdkit.engine.DistillationTrainer`, exports the student as a plain HF folder, evaluates teacher and student
+and writes the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.trainer_utils import get_last_checkpoint
+
+from kdkit import __version__
+from kdkit.assets import cache_dir, resolve_model
+from kdkit.config import CELoss, DataConfig, EvaluationConfig, Recipe, load_recipe, recipe_to_yaml
+from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
+from kdkit.errors import ConfigError, ModelError
+from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
+from kdkit.report.report import write_report
+from kdkit.signals import LiveTeacher
+from kdkit.students import student_from_config, student_from_teacher_layers
+from kdkit.tasks.classification import ClassificationData, DataCollator, load_classification_data, tokenize
+
+TEACHER_MARKER = "kdkit_teacher.json"
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built and checked before anything is written."""
+
+    recipe: Recipe
+    data: ClassificationData
+    tokenizer: Any
+    teacher_tokenizer: Any
+    teacher: PreTrainedModel
+    student: PreTrainedModel
+    module: DistillationModule
+
+
+def load_data(cfg: DataConfig) -> ClassificationData:
+    data = load_classification_data(cfg.dataset or cfg.train_file, train_file=cfg.train_file,
+                                    validation_file=cfg.validation_file, test_file=cfg.test_file,
+                                    text_column=cfg.text_column, label_column=cfg.label_column, seed=cfg.seed)
+    if cfg.max_train_samples and len(data.splits["train"]) > cfg.max_train_samples:
+        data.splits["train"] = data.splits["train"].shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
+    return data
+
+
+def load_classifier(name: str, label_names: list[str], *, eager: bool = False, key: str = "model"):
+    """An ``AutoModelForSequenceClassification`` and its tokenizer from a named model, folder or hub id."""
+    path = resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{key} '{name}' cannot be loaded ({str(err).splitlines()[0]}); give a named model "
+                         f"(see `kdkit info`), a local model folder or a hub id") from None
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if is_classifier and config.num_labels != len(label_names):
+        raise ModelError(f"{key} '{name}' is a classifier with {config.num_labels} labels but the data has "
+                         f"{len(label_names)} ({', '.join(label_names)})")
+    kwargs = {"attn_implementation": "eager"} if eager else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)}, **kwargs)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finetune_teacher(recipe: Recipe, data: ClassificationData) -> str:
+    """Fine-tune the recipe's teacher on its training split with CE, once; return the cached folder.
+
+    The cache key covers the teacher name, the data settings, the labels, the fine-tuning settings and the kdkit
+    version. The folder is built under a temporary name and renamed when complete, so an interrupted run is
+    never mistaken for a finished teacher.
+    """
+    cfg = recipe.teacher
+    key = _hash({"model": cfg.model, "data": recipe.data.model_dump(), "labels": data.label_names,
+                 "finetune": cfg.finetune.model_dump(), "kdkit": __version__})
+    slug = "".join(c if c.isalnum() else "-" for c in f"{cfg.model}-{recipe.data.dataset or 'files'}")[-60:]
+    final = cache_dir() / "teachers" / f"{slug}-{key}"
+    if (final / TEACHER_MARKER).is_file():
+        print(f"[kdkit] fine-tuned teacher found in cache: {final}")
+        return str(final)
+    print(f"[kdkit] fine-tuning the teacher '{cfg.model}' (cached afterwards in {final})")
+    work = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    model, tokenizer = load_classifier(cfg.model, data.label_names, key="teacher.model")
+    tokenized = tokenize(data.splits, tokenizer, recipe.data.max_length)
+    module = DistillationModule(model, build_terms([CELoss(name="ce")], None, model))
+    args = training_arguments(cfg.finetune, work / "checkpoints", save_strategy="no")
+    trainer = DistillationTrainer(module, args, train_dataset=tokenized["train"],
+                                  data_collator=DataCollator(tokenizer.pad_token_id))
+    trainer.train()
+    trainer.export_student(work, tokenizer)
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    model.eval()
+    dev = evaluate_classifier(model, tokenized["validation"], DataCollator(tokenizer.pad_token_id),
+                              batch_size=cfg.finetune.eval_batch_size)
+    (work / TEACHER_MARKER).write_text(json.dumps({"source": cfg.model, "validation": dev, "key": key}, indent=2))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(work, final)
+    return str(final)
+
+
+def _same_vocabulary(a, b) -> bool:
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, label_names: list[str]):
+    cfg = recipe.student
+    if cfg.init == "teacher_layers":
+        return student_from_teacher_layers(teacher, cfg.layers), teacher_tokenizer
+    if cfg.init == "config":
+        base = AutoConfig.from_pretrained(resolve_model(cfg.model)) if cfg.model else teacher.config
+        overrides = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                     "label2id": {n: i for i, n in enumerate(label_names)}, **cfg.overrides}
+        if recipe.needs_attentions():
+            overrides.setdefault("_attn_implementation", "eager")
+        return student_from_config(base, overrides, AutoModelForSequenceClassification), teacher_tokenizer
+    return load_classifier(cfg.model, label_names, eager=recipe.needs_attentions(), key="student.model")
+
+
+def prepare(recipe: Recipe, teacher_path: str | None = None, data: ClassificationData | None = None) -> Prepared:
+    """Load data and models and build the loss terms; raise a one-line error on any mismatch."""
+    data = data or load_data(recipe.data)
+    teacher_path = teacher_path or recipe.teacher.model
+    teacher, teacher_tok = load_classifier(teacher_path, data.label_names, eager=recipe.needs_attentions(),
+                                           key="teacher.model")
+    student, tokenizer = build_student(recipe, teacher, teacher_tok, data.label_names)
+    if not _same_vocabulary(tokenizer, teacher_tok):
+        if recipe.needs_token_alignment():
+            aligned = sorted({t.name for t in recipe.losses} & {"hidden_mse", "hidden_cosine", "attention_mse",
+                                                                 "attention_kl", "value_relation"})
+            raise ModelError(f"teacher and student vocabularies differ ({len(teacher_tok)} vs {len(tokenizer)} "
+                             f"tokens) but losses {', '.join(aligned)} compare token positions; use logit losses "
+                             f"(ce, kd, soft_ce, logit_mse) or a student with the teacher's tokenizer")
+    module = DistillationModule(student, build_terms(recipe.losses, teacher, student))
+    return Prepared(recipe, data, tokenizer, teacher_tok, teacher, student, module)
+
+
+def _tokenized(prep: Prepared):
+    max_length = prep.recipe.data.max_length
+    splits = tokenize(prep.data.splits, prep.tokenizer, max_length)
+    if prep.tokenizer is not prep.teacher_tokenizer and not _same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
+        teacher_view = tokenize(prep.data.splits, prep.teacher_tokenizer, max_length, prefix="teacher_")
+        for name in splits:
+            for column in ("teacher_input_ids", "teacher_attention_mask"):
+                splits[name] = splits[name].add_column(column, teacher_view[name][column])
+    return splits
+
+
+def _check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "checkpoints").is_dir() or get_last_checkpoint(str(out / "checkpoints")) is None:
+            raise ConfigError(f"--resume: output_dir '{out}' holds no checkpoint to resume from")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output_dir '{out}' already holds a run; pass --resume to continue it or "
+                          f"--overwrite to replace it")
+
+
+def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, resume: bool = False,
+            overwrite: bool = False) -> dict:
+    """Run a recipe end to end and return the report as a dict (also written to ``output_dir``)."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    out = recipe.resolved_output_dir()
+    _check_output_dir(out, resume, overwrite)
+    # every check that needs the models runs on the recipe's own teacher first, so a bad recipe fails in seconds,
+    # before a long teacher fine-tuning and before anything is written
+    prep = prepare(recipe)
+    if recipe.teacher.finetune:
+        teacher_path = finetune_teacher(recipe, prep.data)
+        prep = prepare(recipe, teacher_path, prep.data)
+    else:
+        teacher_path = recipe.teacher.model
+    tokenized = _tokenized(prep)
+
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    args = training_arguments(recipe.training, out / "checkpoints")
+    teacher = LiveTeacher(prep.teacher, **prep.module.teacher_needs().capture_kwargs())
+    collator = DataCollator(prep.tokenizer.pad_token_id, teacher_pad_token_id=prep.teacher_tokenizer.pad_token_id)
+    trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=tokenized["train"],
+                                  data_collator=collator)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    student_dir = trainer.export_student(out / "student", prep.tokenizer)
+
+    report = evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, prep.data,
+                           recipe.data.max_length, recipe.evaluation,
+                           batch_size=recipe.training.eval_batch_size)
+    report["recipe"] = recipe.name
+    report["student_dir"] = str(student_dir)
+    report["teacher_source"] = teacher_path
+    write_report(out, report)
+    return report
+
+
+def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
+                 batch_size: int) -> dict:
+    split = tokenize({cfg.split: data.splits[cfg.split]}, tokenizer, max_length)[cfg.split]
+    collator = DataCollator(tokenizer.pad_token_id)
+    model.eval()
+    scores = evaluate_classifier(model, split, collator, batch_size=batch_size)
+    latency = {}
+    for size in cfg.latency_batch_sizes:
+        batch = collator([split[i] for i in range(min(size, len(split)))])
+        batch.pop("labels")
+        latency[str(size)] = measure_latency(model, batch, repeats=cfg.latency_repeats)
+    return {"name": name, "params": count_parameters(model), "accuracy": scores["accuracy"], "n": scores["n"],
+            "latency": latency}
+
+
+def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: ClassificationData, max_length: int,
+                  cfg: EvaluationConfig, batch_size: int = 64) -> dict:
+    """Accuracy, parameters and latency of both models on one split, and the derived ratios."""
+    with torch.inference_mode():
+        t = _model_entry("teacher", teacher, teacher_tokenizer, data, max_length, cfg, batch_size)
+        s = _model_entry("student", student, tokenizer, data, max_length, cfg, batch_size)
+    return {"split": cfg.split, "dm_alpha": cfg.dm_alpha, "teacher": t, "student": s,
+            "torch_threads": torch.get_num_threads()}
+
+
+def evaluate(model: str, data: DataConfig, *, teacher: str | None = None, evaluation: EvaluationConfig | None = None,
+             batch_size: int = 64, output_dir: str | Path | None = None) -> dict:
+    """Evaluate a saved classifier (and optionally a teacher beside it) on a dataset split."""
+    evaluation = evaluation or EvaluationConfig()
+    dataset = load_data(data)
+    student, tokenizer = load_classifier(model, dataset.label_names, key="model")
+    if teacher is None:
+        with torch.inference_mode():
+            return _model_entry(model, student, tokenizer, dataset, data.max_length, evaluation, batch_size)
+    teacher_model, teacher_tok = load_classifier(teacher, dataset.label_names, key="teacher")
+    report = evaluate_pair(teacher_model, teacher_tok, student, tokenizer, dataset, data.max_length, evaluation,
+                           batch_size)
+    if output_dir is not None:
+        write_report(Path(output_dir), report)
+    return report
+
+
+def quickstart(output_dir: str | Path | None = None, overrides: list[str] | None = None, *, resume: bool = False,
+               overwrite: bool = False) -> dict:
+    """The shipped quickstart recipe: MiniLM-L6 teacher → 3-layer student on Rotten Tomatoes."""
+    extra = [f"output_dir={output_dir}"] if output_dir else []
+    return distill("quickstart", extra + (overrides or []), resume=resume, overwrite=overwrite)
+

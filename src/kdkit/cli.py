@@ -1,0 +1,118 @@
+"""The ``kdkit`` command line: ``distill``, ``eval``, ``info`` and ``quickstart``.
+
+Any error a user can fix (a :class:`~kdkit.errors.KdkitError`) is printed as one line on stderr and the command
+exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from kdkit.errors import KdkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kdkit: knowledge distillation for language models.")
+
+SET_HELP = "Override a recipe key, e.g. --set training.epochs=1 --set losses.0.weight=0.5 (repeatable)."
+
+
+def _print_report(report: dict) -> None:
+    from kdkit.report.report import render_markdown
+
+    print(render_markdown(report))
+
+
+@app.command()
+def distill(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
+            set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+            resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir.")) -> None:
+    """Distil a student as a recipe says, then evaluate it against the teacher and write the report."""
+    from kdkit import api
+
+    _print_report(api.distill(recipe, set_, resume=resume, overwrite=overwrite))
+
+
+@app.command()
+def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the run goes (default runs/quickstart)."),
+               set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+               resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir.")) -> None:
+    """MiniLM-L6 teacher → 3-layer student on Rotten Tomatoes, with the size/speed/quality report."""
+    from kdkit import api
+
+    _print_report(api.quickstart(output_dir, set_, resume=resume, overwrite=overwrite))
+
+
+@app.command("eval")
+def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier)."),
+             dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`)."),
+             train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels)."),
+             test_file: Optional[str] = typer.Option(None, help="csv/jsonl file to evaluate on."),
+             text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+             split: str = typer.Option("test", help="validation or test."),
+             max_length: int = typer.Option(128), batch_size: int = typer.Option(64),
+             teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare."),
+             output_dir: Optional[str] = typer.Option(None, help="Write report.md/report.json here (with --teacher)."),
+             ) -> None:
+    """Accuracy, parameters and CPU latency of a classifier (side by side with a teacher if given)."""
+    from kdkit import api
+    from kdkit.config import parse_recipe
+
+    # one validation path for every entry point: build the same typed sections a recipe would have
+    recipe = parse_recipe({
+        "data": {"dataset": dataset, "train_file": train_file, "test_file": test_file,
+                 "text_column": text_column, "label_column": label_column, "max_length": max_length},
+        "teacher": {"model": teacher or model}, "student": {"init": "pretrained", "model": model},
+        "losses": [{"name": "ce"}], "evaluation": {"split": split}})
+    result = api.evaluate(model, recipe.data, teacher=teacher, evaluation=recipe.evaluation, batch_size=batch_size,
+                          output_dir=output_dir)
+    if teacher:
+        _print_report(result)
+    else:
+        print(json.dumps(result, indent=2))
+
+
+@app.command()
+def info() -> None:
+    """What is available: named models and datasets, losses, layer maps, shipped recipes."""
+    from kdkit.assets import DATASETS, MODELS
+    from kdkit.config import LOSS_NAMES, LayerMapKind, shipped_recipes
+
+    print("Named models (offline assets; hub ids and local folders work too):")
+    for name, asset in MODELS.items():
+        print(f"  {name:16s} {asset.description}")
+    print("Named datasets:")
+    for name, asset in DATASETS.items():
+        print(f"  {name:16s} {asset.description}")
+    print("Losses:      " + ", ".join(LOSS_NAMES))
+    print("Layer maps:  " + ", ".join(LayerMapKind.__args__))
+    print("Recipes:     " + ", ".join(shipped_recipes()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except KdkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

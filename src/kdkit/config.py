@@ -1,0 +1,343 @@
+"""Typed recipes: YAML in, validated plain objects out.
+
+A recipe is validated once, here, at the edge. Every problem becomes one :class:`ConfigError` line that names
+the key, the bad value and what would be valid; nothing downstream re-checks types. Recipes are data only:
+YAML is read with ``yaml.safe_load`` so no tag can execute code.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdkit.errors import ConfigError
+
+LayerMapKind = Literal["pairs", "uniform", "skip", "last_k", "emb_skip", "last"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataConfig(_Strict):
+    """Where the examples come from: a named offline dataset, local csv/jsonl files, or a hub dataset name."""
+
+    dataset: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = Field(128, gt=0, le=8192)
+    max_train_samples: int | None = Field(None, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if (self.dataset is None) == (self.train_file is None):
+            raise ValueError("give exactly one of data.dataset (a named or hub dataset) or data.train_file")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings; mapped onto ``transformers.TrainingArguments``.
+
+    ``extra`` passes any other ``TrainingArguments`` field through unchanged (e.g. ``bf16``, ``report_to``,
+    ``gradient_checkpointing``, ``deepspeed``); unknown names are refused.
+    """
+
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lr_scheduler_type: str = "linear"
+    seed: int = 42
+    logging_steps: int = Field(50, gt=0)
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int = Field(2, gt=0)
+    report_to: list[str] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherConfig(_Strict):
+    """The teacher: a named offline model, a local folder or a hub id.
+
+    With ``finetune`` the teacher is first fine-tuned on the recipe's training split (plain CE) and the result is
+    cached under the kdkit cache directory, keyed by the model, the data and the fine-tuning settings.
+    """
+
+    model: str
+    finetune: TrainConfig | None = None
+
+
+class StudentConfig(_Strict):
+    """How the student is built.
+
+    - ``teacher_layers``: a copy of the teacher keeping the blocks in ``layers`` (0-based), DistilBERT-style.
+    - ``config``: random init from the config of ``model`` (default: the teacher's) with ``overrides``.
+    - ``pretrained``: load ``model`` as it is (its own tokenizer may differ from the teacher's).
+    """
+
+    init: Literal["teacher_layers", "config", "pretrained"] = "teacher_layers"
+    layers: list[int] | None = None
+    model: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _init_needs(self) -> "StudentConfig":
+        if self.init == "teacher_layers" and not self.layers:
+            raise ValueError("student.init 'teacher_layers' needs student.layers, e.g. [0, 2, 4]")
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("student.init 'pretrained' needs student.model")
+        if self.init == "config" and not self.overrides:
+            raise ValueError("student.init 'config' needs student.overrides, e.g. {num_hidden_layers: 4}")
+        return self
+
+
+class _Term(_Strict):
+    weight: float = Field(1.0, ge=0)
+
+
+class CELoss(_Term):
+    """Hard-label cross-entropy of the student."""
+
+    name: Literal["ce"]
+
+
+class KDLoss(_Term):
+    """Hinton KD on logits: ``kd`` is T²·KL(σ(z_t/T) ‖ σ(z_s/T)); ``soft_ce`` the soft cross-entropy (same grad)."""
+
+    name: Literal["kd", "soft_ce"]
+    temperature: float = Field(2.0, gt=0)
+    t2_scaling: bool = True
+    temperature_on: Literal["both", "teacher"] = "both"
+
+
+class LogitMSELoss(_Term):
+    """MSE between student and teacher logits (divided by T)."""
+
+    name: Literal["logit_mse"]
+    temperature: float = Field(1.0, gt=0)
+
+
+class _LayerTerm(_Term):
+    layer_map: LayerMapKind = "uniform"
+    pairs: list[tuple[int, int]] | None = None
+
+    @model_validator(mode="after")
+    def _pairs_given(self) -> "_LayerTerm":
+        if self.layer_map == "pairs" and not self.pairs:
+            raise ValueError("layer_map 'pairs' needs pairs: [[teacher_layer, student_layer], ...]")
+        if self.layer_map != "pairs" and self.pairs is not None:
+            raise ValueError(f"pairs is only read with layer_map 'pairs', not '{self.layer_map}'")
+        return self
+
+
+class HiddenLoss(_LayerTerm):
+    """Hidden-state MSE or cosine per mapped layer; a learned projection is added when widths differ."""
+
+    name: Literal["hidden_mse", "hidden_cosine"]
+
+
+class PKDLoss(_LayerTerm):
+    """Patient KD: MSE of L2-normalised pooled vectors of mapped layers."""
+
+    name: Literal["pkd"]
+    layer_map: LayerMapKind = "skip"
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+class AttentionLoss(_LayerTerm):
+    """``attention_mse``: TinyBERT MSE of pre-softmax scores; ``attention_kl``: MiniLM KL of attention maps."""
+
+    name: Literal["attention_mse", "attention_kl"]
+
+
+class ValueRelationLoss(_LayerTerm):
+    """MiniLM value-relation KL, by default between the last layers only."""
+
+    name: Literal["value_relation"]
+    layer_map: LayerMapKind = "last"
+    relation_heads: int | None = Field(None, gt=0)
+
+
+LossConfig = Annotated[
+    Union[CELoss, KDLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, ValueRelationLoss],
+    Field(discriminator="name"),
+]
+LOSS_NAMES = ("ce", "kd", "soft_ce", "logit_mse", "hidden_mse", "hidden_cosine", "pkd", "attention_mse",
+              "attention_kl", "value_relation")
+TOKEN_ALIGNED_LOSSES = frozenset({"hidden_mse", "hidden_cosine", "attention_mse", "attention_kl", "value_relation"})
+
+
+class EvaluationConfig(_Strict):
+    """What the final report measures."""
+
+    split: Literal["validation", "test"] = "test"
+    latency_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32])
+    latency_repeats: int = Field(20, gt=0)
+    dm_alpha: float = Field(0.5, ge=0, le=1)
+
+
+class Recipe(_Strict):
+    """A complete distillation run."""
+
+    name: str = "distill"
+    task: Literal["classification"] = "classification"
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    losses: list[LossConfig] = Field(min_length=1)
+    training: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    output_dir: str | None = None
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+    def needs_token_alignment(self) -> bool:
+        return any(term.name in TOKEN_ALIGNED_LOSSES for term in self.losses)
+
+    def needs_attentions(self) -> bool:
+        return any(term.name == "attention_kl" for term in self.losses)
+
+
+def _key_path(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in LOSS_NAMES and parts and parts[-1].startswith("["):
+            continue  # pydantic adds the discriminator value as a path step; it is not a key the user wrote
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<recipe>"
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = _key_path(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"recipe key '{key}' is unknown{_valid_keys_hint(first['loc'])}"
+    if kind == "union_tag_invalid":
+        return f"recipe key '{key}.name': unknown loss {first['input'].get('name')!r}; valid: {', '.join(LOSS_NAMES)}"
+    if kind == "union_tag_not_found":
+        return f"recipe key '{key}': a loss needs 'name', one of: {', '.join(LOSS_NAMES)}"
+    if kind == "missing":
+        return f"recipe key '{key}' is required"
+    message = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"recipe key '{key}': {message}{shown}"
+
+
+def _valid_keys_hint(loc: tuple) -> str:
+    section = {"data": DataConfig, "teacher": TeacherConfig, "student": StudentConfig, "training": TrainConfig,
+               "evaluation": EvaluationConfig}
+    if len(loc) == 1:
+        model = Recipe
+    elif loc[0] == "losses" and len(loc) >= 3:
+        model = {"ce": CELoss, "kd": KDLoss, "soft_ce": KDLoss, "logit_mse": LogitMSELoss, "hidden_mse": HiddenLoss,
+                 "hidden_cosine": HiddenLoss, "pkd": PKDLoss, "attention_mse": AttentionLoss,
+                 "attention_kl": AttentionLoss, "value_relation": ValueRelationLoss}.get(loc[2])
+    elif loc[0] == "teacher" and len(loc) >= 3 and loc[1] == "finetune":
+        model = TrainConfig
+    else:
+        model = section.get(loc[0]) if len(loc) == 2 else None
+    return f"; valid keys: {', '.join(model.model_fields)}" if model else ""
+
+
+def parse_recipe(data: Any) -> Recipe:
+    """Validate a recipe given as a mapping; raise :class:`ConfigError` with one line on any problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    """Read a YAML recipe as plain data (``yaml.safe_load``: tags never execute code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        detail = str(err).splitlines()[0]
+        raise ConfigError(f"recipe file '{path}' is not valid YAML: {detail}") from None
+    if data is None:
+        raise ConfigError(f"recipe file '{path}' is empty")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (``losses.0.weight=0.5``); values are parsed as YAML scalars/lists."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set '{item}': expected key=value, e.g. training.epochs=2")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set '{item}': value {raw!r} is not valid YAML") from None
+        node: Any = data
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set '{item}': '{part}' is not an index of the {len(node)}-item list "
+                                      f"'{'.'.join(parts[:i])}'")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return data
+
+
+def load_recipe(source: str | Path | dict, overrides: list[str] | None = None) -> Recipe:
+    """A recipe from a YAML path, a shipped recipe name (``quickstart``) or a mapping, with ``--set`` overrides."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        data = read_recipe_file(resolve_recipe_path(source))
+    return parse_recipe(apply_overrides(data, overrides or []))
+
+
+SHIPPED = Path(__file__).parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def resolve_recipe_path(source: str | Path) -> Path:
+    path = Path(source)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = SHIPPED / f"{source}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"recipe '{source}' is neither a file nor a shipped recipe; shipped: "
+                      f"{', '.join(shipped_recipes())}")
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,247 @@
+"""Loss terms: the glue between a recipe's loss entries and the tensors-only losses.
+
+A term knows which representations it needs from the student and the teacher (hidden states, attention maps,
+hooked Q/K/V outputs), which layers it pairs, and which distillation-only parameters it owns (projections).
+Terms are ``nn.Module`` s held by :class:`~kdkit.engine.trainer.DistillationModule` next to the student, so their
+parameters are optimised with it and saved in checkpoints, yet never exported with the student.
+
+Conventions chosen here (documented defaults):
+- a term over several layer pairs is the *mean* over pairs, so its weight does not grow with depth;
+- when student and teacher widths differ, one learned projection (student width → teacher width) is shared by
+  all pairs of a term, as in TinyBERT's single W_h;
+- layer indices are hidden-state indices (0 = embedding output, l = block l); attention terms need l ≥ 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from kdkit import losses, maps
+from kdkit.capture import Representations, attention_modules, attention_scores, hidden_size, num_heads, num_layers
+from kdkit.config import (AttentionLoss, CELoss, HiddenLoss, KDLoss, LogitMSELoss, PKDLoss, ValueRelationLoss,
+                          _LayerTerm)
+from kdkit.errors import ConfigError
+
+
+@dataclass
+class Needs:
+    """What a forward pass must expose; merged over terms and turned into ``Capture`` keyword arguments."""
+
+    hidden_states: bool = False
+    attentions: bool = False
+    modules: set[str] = field(default_factory=set)
+
+    def merge(self, other: "Needs") -> "Needs":
+        return Needs(self.hidden_states or other.hidden_states, self.attentions or other.attentions,
+                     self.modules | other.modules)
+
+    def capture_kwargs(self) -> dict:
+        return {"hidden_states": self.hidden_states, "attentions": self.attentions, "modules": sorted(self.modules)}
+
+
+def _student_mask(batch: dict) -> torch.Tensor:
+    return batch["attention_mask"]
+
+
+class Term(nn.Module):
+    """Base class: ``forward(student, teacher, batch)`` returns the term's scalar loss (before its weight)."""
+
+    def __init__(self, name: str, weight: float):
+        super().__init__()
+        self.name = name
+        self.weight = weight
+        self.student_needs = Needs()
+        self.teacher_needs = Needs()
+
+    def forward(self, student: Representations, teacher: Representations | None, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CETerm(Term):
+    """Hard-label cross-entropy of the student (no teacher needed)."""
+
+    def forward(self, student, teacher, batch):
+        return losses.cross_entropy(student.logits, batch["labels"])
+
+
+class KDTerm(Term):
+    """Hinton KD (``kd``: T²·KL) or soft cross-entropy (``soft_ce``) between logits."""
+
+    def __init__(self, cfg: KDLoss):
+        super().__init__(cfg.name, cfg.weight)
+        self.fn = losses.kl_divergence if cfg.name == "kd" else losses.soft_cross_entropy
+        self.kwargs = dict(temperature=cfg.temperature, t2_scaling=cfg.t2_scaling, temperature_on=cfg.temperature_on)
+
+    def forward(self, student, teacher, batch):
+        return self.fn(student.logits, teacher.logits, **self.kwargs)
+
+
+class LogitMSETerm(Term):
+    def __init__(self, cfg: LogitMSELoss):
+        super().__init__(cfg.name, cfg.weight)
+        self.temperature = cfg.temperature
+
+    def forward(self, student, teacher, batch):
+        return losses.logit_mse(student.logits, teacher.logits, temperature=self.temperature)
+
+
+def _layer_pairs(cfg: _LayerTerm, n_teacher: int, n_student: int, min_index: int = 0) -> list[tuple[int, int]]:
+    if cfg.layer_map == "last":
+        pairs = [(n_teacher, n_student)]
+    else:
+        pairs = maps.build_layer_map(cfg.layer_map, n_teacher, n_student,
+                                     pairs=[tuple(p) for p in cfg.pairs] if cfg.pairs else None)
+    bad = [p for p in pairs if min(p) < min_index]
+    if bad:
+        raise ConfigError(f"loss '{cfg.name}': layer pair {bad[0]} uses the embedding output (index 0), which has "
+                          f"no attention; use block indices {min_index}..{n_teacher} (teacher) and "
+                          f"{min_index}..{n_student} (student)")
+    if not pairs:
+        raise ConfigError(f"loss '{cfg.name}': layer_map '{cfg.layer_map}' pairs no layers for a {n_teacher}-layer "
+                          f"teacher and a {n_student}-layer student")
+    return pairs
+
+
+class _PairedTerm(Term):
+    """A term averaged over (teacher layer, student layer) pairs, with a projection when widths differ."""
+
+    def __init__(self, cfg: _LayerTerm, teacher: nn.Module, student: nn.Module, *, project: bool, min_index: int = 0):
+        super().__init__(cfg.name, cfg.weight)
+        self.pairs = _layer_pairs(cfg, num_layers(teacher), num_layers(student), min_index)
+        d_s, d_t = hidden_size(student), hidden_size(teacher)
+        self.projection = losses.Projection(d_s, d_t) if project and d_s != d_t else None
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.projection is None else self.projection(x)
+
+    def forward(self, student, teacher, batch):
+        values = [self.pair_loss(student, teacher, batch, t, s) for t, s in self.pairs]
+        return torch.stack(values).mean()
+
+    def pair_loss(self, student, teacher, batch, t_layer: int, s_layer: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HiddenTerm(_PairedTerm):
+    """TinyBERT/DistilBERT-style hidden-state MSE or cosine per mapped layer."""
+
+    def __init__(self, cfg: HiddenLoss, teacher, student):
+        super().__init__(cfg, teacher, student, project=True)
+        self.fn = losses.hidden_mse if cfg.name == "hidden_mse" else losses.hidden_cosine
+        self.student_needs = self.teacher_needs = Needs(hidden_states=True)
+
+    def pair_loss(self, student, teacher, batch, t_layer, s_layer):
+        return self.fn(self.project(student.hidden_states[s_layer]), teacher.hidden_states[t_layer],
+                       mask=_student_mask(batch))
+
+
+class PKDTerm(_PairedTerm):
+    """Patient KD on pooled vectors of the mapped layers (all pairs in one call, as the loss expects)."""
+
+    def __init__(self, cfg: PKDLoss, teacher, student):
+        super().__init__(cfg, teacher, student, project=True)
+        self.pooling = cfg.pooling
+        self.student_needs = self.teacher_needs = Needs(hidden_states=True)
+
+    def forward(self, student, teacher, batch):
+        s = torch.stack([self.project(student.pooled(s_l, self.pooling)) for _, s_l in self.pairs], dim=1)
+        t = torch.stack([teacher.pooled(t_l, self.pooling) for t_l, _ in self.pairs], dim=1)
+        return losses.pkd_loss(s, t)
+
+
+class AttentionKLTerm(_PairedTerm):
+    """MiniLM: KL between teacher and student attention distributions of mapped blocks."""
+
+    def __init__(self, cfg: AttentionLoss, teacher, student):
+        super().__init__(cfg, teacher, student, project=False, min_index=1)
+        self.student_needs = self.teacher_needs = Needs(attentions=True)
+
+    def pair_loss(self, student, teacher, batch, t_layer, s_layer):
+        return losses.attention_kl(student.attentions[s_layer - 1], teacher.attentions[t_layer - 1],
+                                   mask=_student_mask(batch))
+
+
+class _HookedTerm(_PairedTerm):
+    """Terms that read Q/K/V linear outputs of mapped blocks through forward hooks."""
+
+    roles: tuple[str, ...] = ()
+
+    def __init__(self, cfg, teacher, student):
+        super().__init__(cfg, teacher, student, project=False, min_index=1)
+        self.t_names = [attention_modules(teacher)[t - 1] for t, _ in self.pairs]
+        self.s_names = [attention_modules(student)[s - 1] for _, s in self.pairs]
+        self.t_heads, self.s_heads = num_heads(teacher), num_heads(student)
+        self.teacher_needs = Needs(modules={n[r] for n in self.t_names for r in self.roles})
+        self.student_needs = Needs(modules={n[r] for n in self.s_names for r in self.roles})
+
+    def forward(self, student, teacher, batch):
+        mask = _student_mask(batch)
+        values = [self.hooked_loss(student.modules, teacher.modules, s_n, t_n, mask)
+                  for s_n, t_n in zip(self.s_names, self.t_names)]
+        return torch.stack(values).mean()
+
+
+class AttentionScoreTerm(_HookedTerm):
+    """TinyBERT: MSE of pre-softmax attention scores Q Kᵀ/√d, rebuilt from the hooked Q and K projections."""
+
+    roles = ("query", "key")
+
+    def hooked_loss(self, s_mod, t_mod, s_names, t_names, mask):
+        s = attention_scores(s_mod[s_names["query"]], s_mod[s_names["key"]], self.s_heads)
+        t = attention_scores(t_mod[t_names["query"]], t_mod[t_names["key"]], self.t_heads)
+        return losses.attention_score_mse(s, t, mask=mask)
+
+
+class ValueRelationTerm(_HookedTerm):
+    """MiniLM: KL between value-relation distributions softmax(V Vᵀ/√d) of mapped blocks."""
+
+    roles = ("value",)
+
+    def __init__(self, cfg: ValueRelationLoss, teacher, student):
+        super().__init__(cfg, teacher, student)
+        self.relation_heads = cfg.relation_heads or self.s_heads
+        for who, model in (("teacher", teacher), ("student", student)):
+            if hidden_size(model) % self.relation_heads:
+                raise ConfigError(f"loss 'value_relation': relation_heads {self.relation_heads} does not divide the "
+                                  f"{who} width {hidden_size(model)}; choose a common divisor")
+
+    def hooked_loss(self, s_mod, t_mod, s_names, t_names, mask):
+        return losses.value_relation_kl(s_mod[s_names["value"]], t_mod[t_names["value"]], self.relation_heads,
+                                        mask=mask)
+
+
+def build_term(cfg, teacher: nn.Module | None, student: nn.Module) -> Term:
+    """One term from its validated config; layer maps are checked against both models' depths here."""
+    if isinstance(cfg, CELoss):
+        return CETerm(cfg.name, cfg.weight)
+    if teacher is None:
+        raise ConfigError(f"loss '{cfg.name}' needs a teacher; without one only 'ce' applies")
+    if isinstance(cfg, KDLoss):
+        return KDTerm(cfg)
+    if isinstance(cfg, LogitMSELoss):
+        return LogitMSETerm(cfg)
+    if isinstance(cfg, HiddenLoss):
+        return HiddenTerm(cfg, teacher, student)
+    if isinstance(cfg, PKDLoss):
+        return PKDTerm(cfg, teacher, student)
+    if isinstance(cfg, AttentionLoss):
+        cls = AttentionKLTerm if cfg.name == "attention_kl" else AttentionScoreTerm
+        return cls(cfg, teacher, student)
+    if isinstance(cfg, ValueRelationLoss):
+        return ValueRelationTerm(cfg, teacher, student)
+    raise TypeError(f"no term for {type(cfg).__name__}")
+
+
+def build_terms(configs, teacher: nn.Module | None, student: nn.Module) -> list[Term]:
+    terms = [build_term(cfg, teacher, student) for cfg in configs]
+    names = [t.name for t in terms]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        # each term is logged under its name; two of one name would be summed into one log line
+        for n in duplicates:
+            for i, t in enumerate(x for x in terms if x.name == n):
+                t.name = f"{n}_{i}"
+    return terms

@@ -1,0 +1,77 @@
+"""The teacher-versus-student report: a markdown table for people and a JSON file with every number.
+
+``results`` is the dict the evaluation builds::
+
+    {"teacher": entry, "student": entry, "dm_alpha": 0.5, ...any other scalars (split, recipe, torch_threads)}
+    entry = {"name": str, "params": int, "accuracy": fraction, "n": int,
+             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}}
+
+The derived numbers (speedup per batch size, student/teacher accuracy and size ratios, distillation metric) are
+computed here by :func:`compare`, so the markdown and the JSON never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdkit.report.metric import distillation_metric
+
+
+def compare(results: dict) -> dict:
+    """Student relative to teacher: ``speedup`` {batch size: teacher median / student median},
+    ``accuracy_ratio``, ``param_ratio`` and ``distillation_metric`` (params as size, alpha ``dm_alpha``)."""
+    teacher, student = results["teacher"], results["student"]
+    latency_t, latency_s = teacher.get("latency", {}), student.get("latency", {})
+    return {
+        "speedup": {size: latency_t[size]["median_s"] / latency_s[size]["median_s"]
+                    for size in _batch_sizes(results)},
+        "accuracy_ratio": student["accuracy"] / teacher["accuracy"],
+        "param_ratio": student["params"] / teacher["params"],
+        "distillation_metric": distillation_metric(student["params"], teacher["params"], student["accuracy"],
+                                                   teacher["accuracy"], results.get("dm_alpha", 0.5)),
+    }
+
+
+def _batch_sizes(results: dict) -> list[str]:
+    """Batch sizes timed for both models, in increasing order."""
+    common = results["teacher"].get("latency", {}).keys() & results["student"].get("latency", {}).keys()
+    return sorted(common, key=int)
+
+
+def render_markdown(results: dict) -> str:
+    """A table with one row per model: params (M), accuracy (%), median latency (ms) per batch size, speedup,
+    accuracy ratio and DM for the student; then the other scalar fields of ``results``."""
+    derived = compare(results)
+    sizes = _batch_sizes(results)
+    alpha = results.get("dm_alpha", 0.5)
+    header = (["model", "params (M)", "accuracy (%)"] + [f"latency b{b} (ms)" for b in sizes]
+              + [f"speedup b{b}" for b in sizes] + ["accuracy ratio", f"DM (α={alpha:g})"])
+    rows = []
+    for role in ("teacher", "student"):
+        entry = results[role]
+        is_student = role == "student"
+        rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}",
+                     f"{100 * entry['accuracy']:.2f}"]
+                    + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
+                    + [f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
+                    + [f"{100 * derived['accuracy_ratio'] if is_student else 100:.1f}%",
+                       f"{derived['distillation_metric']:.3f}" if is_student else "—"])
+    lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
+    lines += ["", "DM = α·params_s/params_t + (1−α)·(1 − acc_s/acc_t) (Alkhulaifi et al., 2021); lower is "
+                  "better. Latency: median wall-clock time of one forward pass."]
+    others = {k: v for k, v in results.items() if k not in ("teacher", "student", "comparison", "dm_alpha")
+              and isinstance(v, (str, int, float, bool))}
+    if others:
+        lines += [""] + [f"- {key}: {value}" for key, value in others.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path_dir: str | Path, results: dict) -> tuple[Path, Path]:
+    """Write ``report.md`` (the table) and ``report.json`` (``results`` plus ``comparison``) into ``path_dir``."""
+    out = Path(path_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out / "report.md", out / "report.json"
+    md_path.write_text(render_markdown(results))
+    json_path.write_text(json.dumps({**results, "comparison": compare(results)}, indent=2, default=str) + "\n")
+    return md_path, json_path

