@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from kdkit import __version__
@@ -97,6 +97,7 @@ def finetune_teacher(recipe: Recipe, data: ClassificationData) -> str:
     print(f"[kdkit] fine-tuning the teacher '{cfg.model}' (cached afterwards in {final})")
     work = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
+    set_seed(cfg.finetune.seed)
     model, tokenizer = load_classifier(cfg.model, data.label_names, key="teacher.model")
     tokenized = tokenize(data.splits, tokenizer, recipe.data.max_length)
     module = DistillationModule(model, build_terms([CELoss(name="ce")], None, model))
@@ -126,10 +127,9 @@ def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, l
         return student_from_teacher_layers(teacher, cfg.layers), teacher_tokenizer
     if cfg.init == "config":
         base = AutoConfig.from_pretrained(resolve_model(cfg.model)) if cfg.model else teacher.config
-        overrides = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-                     "label2id": {n: i for i, n in enumerate(label_names)}, **cfg.overrides}
-        if recipe.needs_attentions():
-            overrides.setdefault("_attn_implementation", "eager")
+        # the teacher's config keeps its attention implementation, eager when the recipe needs attention maps
+        overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
+                     **cfg.overrides}
         return student_from_config(base, overrides, AutoModelForSequenceClassification), teacher_tokenizer
     return load_classifier(cfg.model, label_names, eager=recipe.needs_attentions(), key="student.model")
 
@@ -138,6 +138,7 @@ def prepare(recipe: Recipe, teacher_path: str | None = None, data: Classificatio
     """Load data and models and build the loss terms; raise a one-line error on any mismatch."""
     data = data or load_data(recipe.data)
     teacher_path = teacher_path or recipe.teacher.model
+    set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the recipe's seed
     teacher, teacher_tok = load_classifier(teacher_path, data.label_names, eager=recipe.needs_attentions(),
                                            key="teacher.model")
     student, tokenizer = build_student(recipe, teacher, teacher_tok, data.label_names)

@@ -20,3 +20,7 @@ class DataError(KdkitError):
 
 class ModelError(KdkitError):
     """A model cannot be loaded or does not fit the recipe (depth, vocabulary, labels)."""
+
+
+class CacheError(KdkitError):
+    """A teacher cache is stale, corrupt or incomplete."""

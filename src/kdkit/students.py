@@ -84,7 +84,8 @@ def student_from_config(
     unless given. The attention implementation of ``base`` is kept.
     """
     aliases = type(base).attribute_map
-    valid = {f.name for f in dataclasses.fields(base)} | set(aliases)
+    # num_labels is a property that sets id2label, not a dataclass field, but a natural key to override
+    valid = {f.name for f in dataclasses.fields(base)} | set(aliases) | {"num_labels"}
     for key in overrides:
         if key not in valid:
             hint = difflib.get_close_matches(key, valid, n=1)
@@ -101,10 +102,14 @@ def student_from_config(
     reshaped = any(changes.get(k, values[k]) != values[k] for k in (width_key, heads_key))
     if reshaped and values.get("head_dim") == values[width_key] // values[heads_key]:
         values.pop("head_dim")
+    if "num_labels" in changes and "id2label" not in changes:
+        values.pop("id2label", None)  # a stale label map would contradict the new label count
+        values.pop("label2id", None)
     values.update(changes)
 
     width, heads = values[width_key], values[heads_key]
     if width % heads:
         raise ConfigError(f"student hidden_size={width} does not divide by num_attention_heads={heads}")
     config = type(base)(**values, attn_implementation=base._attn_implementation)
-    return model_class(config)
+    # Auto classes build through from_config; concrete model classes through their constructor
+    return getattr(model_class, "from_config", model_class)(config)
