@@ -1,43 +1,12 @@
-"""Shared fixtures: a tiny random BERT teacher with a real WordPiece tokenizer, and a tiny labelled csv."""
+"""Shared fixtures (helpers live in tests/tiny.py)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-import yaml
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-POSITIVE = ["good", "great", "fun", "love", "superb"]
-NEGATIVE = ["bad", "awful", "boring", "hate", "dull"]
-FILLER = ["the", "movie", "film", "plot", "was", "is", "a", "really", "quite"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def make_tiny_teacher(folder: Path, layers: int = 4, hidden: int = 32, heads: int = 4, num_labels: int = 2,
-                      vocab: list[str] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = vocab or SPECIAL + POSITIVE + NEGATIVE + FILLER
-    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=37, max_position_embeddings=64,
-                        num_labels=num_labels)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def make_tiny_csv(path: Path, n: int = 80, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    rows = ["text,label"]
-    for i in range(n):
-        label = i % 2
-        words = rng.sample(POSITIVE if label else NEGATIVE, 2) + rng.sample(FILLER, rng.randint(1, 6))
-        rng.shuffle(words)
-        rows.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
+from tiny import make_tiny_csv, make_tiny_teacher
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +34,8 @@ def tiny_recipe(tiny_teacher, tiny_csv, tmp_path):
     }
 
 
-def write_recipe(path: Path, recipe: dict) -> Path:
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+@pytest.fixture(autouse=True)
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Tests never write to the user's kdkit cache; slow tests on the real assets may reuse it."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("KDKIT_CACHE", str(tmp_path_factory.getbasetemp() / "kdkit-cache"))

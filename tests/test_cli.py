@@ -9,7 +9,7 @@ import sys
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from conftest import make_tiny_teacher, write_recipe
+from tiny import make_tiny_teacher, write_recipe
 from kdkit.cli import main
 
 

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -24,10 +26,13 @@ from kdkit import __version__
 from kdkit.assets import cache_dir, resolve_model
 from kdkit.config import CELoss, DataConfig, EvaluationConfig, Recipe, load_recipe, recipe_to_yaml
 from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
-from kdkit.errors import ConfigError, ModelError
+from kdkit.engine.terms import signal_spec
+from kdkit.errors import CacheError, ConfigError, ModelError
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
 from kdkit.report.report import write_report
-from kdkit.signals import LiveTeacher
+from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
+from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
+from kdkit.signals.live import teacher_inputs
 from kdkit.students import student_from_config, student_from_teacher_layers
 from kdkit.tasks.classification import ClassificationData, DataCollator, load_classification_data, tokenize
 
@@ -164,6 +169,92 @@ def _tokenized(prep: Prepared):
     return splits
 
 
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _collator(prep: Prepared) -> DataCollator:
+    return DataCollator(prep.tokenizer.pad_token_id, teacher_pad_token_id=prep.teacher_tokenizer.pad_token_id)
+
+
+def _train_keys(train) -> list[bytes]:
+    keys = []
+    for example in train:
+        inputs = teacher_inputs(example)
+        keys.append(example_key([t for t, m in zip(inputs["input_ids"], inputs["attention_mask"]) if m]))
+    return keys
+
+
+def teacher_cache(prep: Prepared, train, *, rebuild: bool = False) -> tuple[TeacherCache | None, str]:
+    """Open or build the teacher cache the recipe asks for; ``(None, reason)`` when the teacher must run live.
+
+    ``teacher.cache: auto`` names the cache after everything it depends on (teacher weights, tokenizer, signal
+    spec, the training examples' keys), so any change builds a new one and a stale cache is never read. An
+    explicit directory is opened and refused if stale or missing examples, unless ``rebuild``.
+    """
+    recipe = prep.recipe
+    mode = recipe.teacher.cache
+    if mode == "off":
+        return None, "teacher.cache is off"
+    spec, reason = signal_spec(list(prep.module.terms), len(prep.data.label_names), top_k=recipe.teacher.cache_top_k,
+                               dense_max=recipe.teacher.cache_dense_max)
+    if spec is None:
+        if mode != "auto":
+            raise ConfigError(f"teacher.cache '{mode}': the recipe cannot use a teacher cache: {reason}")
+        return None, reason
+    teacher_fp, tokenizer_fp = fingerprint_model(prep.teacher), fingerprint_tokenizer(prep.teacher_tokenizer)
+    keys = _train_keys(train)
+    if mode == "auto":
+        digest = _hash({"teacher": teacher_fp, "tokenizer": tokenizer_fp, "spec": spec.to_dict(),
+                        "examples": hashlib.sha256(b"".join(sorted(set(keys)))).hexdigest()})
+        path = cache_dir() / "signals" / digest
+    else:
+        path = Path(mode)
+    with PartialState().main_process_first():  # the main rank builds; the others open what it wrote
+        cache = None
+        if (path / "manifest.json").is_file() and not rebuild:
+            cache = TeacherCache.open(path, spec=spec, teacher_fingerprint=teacher_fp, tokenizer_fingerprint=tokenizer_fp)
+            missing = sum(key not in cache for key in set(keys))
+            if missing:
+                raise CacheError(f"{missing} training examples are not in the teacher cache '{path}': the data "
+                                 f"changed since it was built; rebuild with `kdkit cache RECIPE`")
+        if cache is None:
+            print(f"[kdkit] caching teacher signals ({spec.logits or 'no'} logits, hidden {list(spec.hidden_layers)}, "
+                  f"pooled {list(spec.pooled_layers)}) in {path}")
+            prep.teacher.to(_device())
+            cache = build_cache(path, prep.teacher, train, _collator(prep), spec, tokenizer_fingerprint=tokenizer_fp,
+                                batch_size=recipe.training.eval_batch_size, device=_device())
+    return cache, ""
+
+
+def teacher_source(prep: Prepared, train):
+    """The teacher signal source for training: the cache when the recipe allows it, else the live teacher."""
+    cache, reason = teacher_cache(prep, train)
+    if cache is not None:
+        return CachedTeacher(cache)
+    print(f"[kdkit] teacher runs live at every step: {reason}")
+    return LiveTeacher(prep.teacher, **prep.module.teacher_needs().capture_kwargs())
+
+
+def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, rebuild: bool = False) -> dict:
+    """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    if recipe.teacher.cache == "off":
+        raise ConfigError("teacher.cache is 'off'; set it to 'auto' or a directory to build a cache")
+    prep = prepare(recipe)
+    if recipe.teacher.finetune:
+        prep = prepare(recipe, finetune_teacher(recipe, prep.data), prep.data)
+    train = _tokenized(prep)["train"]
+    started = time.perf_counter()
+    built, reason = teacher_cache(prep, train, rebuild=rebuild)
+    if built is None:
+        raise ConfigError(f"the recipe cannot use a teacher cache: {reason}")
+    return {"path": str(built.path), "examples": built.num_examples, "bytes": built.nbytes,
+            "bytes_per_example": built.nbytes / built.num_examples, "seconds": round(time.perf_counter() - started, 3),
+            "spec": built.spec.to_dict()}
+
+
 def _check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / "checkpoints").is_dir() or get_last_checkpoint(str(out / "checkpoints")) is None:
@@ -185,21 +276,21 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     # before a long teacher fine-tuning and before anything is written
     prep = prepare(recipe)
     if recipe.teacher.finetune:
-        teacher_path = finetune_teacher(recipe, prep.data)
+        with PartialState().main_process_first():  # one rank fine-tunes, the others then read the cached result
+            teacher_path = finetune_teacher(recipe, prep.data)
         prep = prepare(recipe, teacher_path, prep.data)
     else:
         teacher_path = recipe.teacher.model
     tokenized = _tokenized(prep)
+    teacher = teacher_source(prep, tokenized["train"])
 
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     args = training_arguments(recipe.training, out / "checkpoints")
-    teacher = LiveTeacher(prep.teacher, **prep.module.teacher_needs().capture_kwargs())
-    collator = DataCollator(prep.tokenizer.pad_token_id, teacher_pad_token_id=prep.teacher_tokenizer.pad_token_id)
     trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=tokenized["train"],
-                                  data_collator=collator)
+                                  data_collator=_collator(prep))
     trainer.train(resume_from_checkpoint=True if resume else None)
     student_dir = trainer.export_student(out / "student", prep.tokenizer)
 

@@ -51,7 +51,11 @@ class Representations:
 
         "cls": the vector at position 0. "mean": mean over real tokens, sum_l m_l h_l / sum_l m_l with the
         attention mask m (all tokens when there is no mask; a row without real tokens gives 0).
+        A teacher cache stores pooled vectors under ``modules["pooled.<layer>"]`` (pooled as its spec says); they
+        are returned as they are.
         """
+        if f"pooled.{layer}" in self.modules:
+            return self.modules[f"pooled.{layer}"]
         if self.hidden_states is None:
             raise ConfigError("pooled() needs hidden states; create the Capture with hidden_states=True")
         n = len(self.hidden_states)

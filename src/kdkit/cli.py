@@ -38,6 +38,18 @@ def distill(recipe: str = typer.Argument(..., help="A recipe YAML file or a ship
 
 
 @app.command()
+def cache(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
+          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+          rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if a current cache exists.")) -> None:
+    """Run the teacher once over the training data and store what the recipe's losses need."""
+    from kdkit import api
+
+    result = api.cache(recipe, set_, rebuild=rebuild)
+    print(f"teacher cache: {result['path']}\n  {result['examples']} examples, {result['bytes']} bytes "
+          f"({result['bytes_per_example']:.1f} bytes/example), {result['seconds']:.1f} s")
+
+
+@app.command()
 def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the run goes (default runs/quickstart)."),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP),
                resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),

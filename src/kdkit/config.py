@@ -72,10 +72,19 @@ class TeacherConfig(_Strict):
 
     With ``finetune`` the teacher is first fine-tuned on the recipe's training split (plain CE) and the result is
     cached under the kdkit cache directory, keyed by the model, the data and the fine-tuning settings.
+
+    ``cache`` says where the teacher's signals come from during distillation: ``auto`` (default) runs the teacher
+    once over the training split and reads its outputs from a cache keyed by the teacher's weights, the tokenizer,
+    the training examples and what the losses need; terms that need attention maps or hooked Q/K/V fall back to
+    the live teacher. ``off`` runs the teacher at every step. A directory path uses (or builds) the cache there
+    and refuses a stale one. ``cache_top_k`` is used when the label/vocabulary axis exceeds ``cache_dense_max``.
     """
 
     model: str
     finetune: TrainConfig | None = None
+    cache: str = "auto"
+    cache_top_k: int = Field(32, gt=0)
+    cache_dense_max: int = Field(1024, gt=0)
 
 
 class StudentConfig(_Strict):

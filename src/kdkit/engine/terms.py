@@ -24,6 +24,7 @@ from kdkit.capture import Representations, attention_modules, attention_scores, 
 from kdkit.config import (AttentionLoss, CELoss, HiddenLoss, KDLoss, LogitMSELoss, PKDLoss, ValueRelationLoss,
                           _LayerTerm)
 from kdkit.errors import ConfigError
+from kdkit.signals.cache import SignalSpec
 
 
 @dataclass
@@ -245,3 +246,36 @@ def build_terms(configs, teacher: nn.Module | None, student: nn.Module) -> list[
             for i, t in enumerate(x for x in terms if x.name == n):
                 t.name = f"{n}_{i}"
     return terms
+
+
+def signal_spec(terms: list[Term], num_classes: int, *, top_k: int = 32, dense_max: int = 1024
+                ) -> tuple[SignalSpec | None, str]:
+    """What a teacher cache must store for ``terms``, or ``(None, reason)`` when they need a live teacher.
+
+    Logits are stored dense when the class axis has at most ``dense_max`` entries (float32 when they are all
+    that is stored, exact and still a few bytes per example), else as top-k log-probabilities; hidden states
+    of the layers that hidden-state terms pair and pooled vectors for PKD are stored in float16.
+    """
+    logits, hidden, pooled, poolings = False, set(), set(), set()
+    for term in terms:
+        if isinstance(term, (KDTerm, LogitMSETerm)):
+            logits = True
+        elif isinstance(term, HiddenTerm):
+            hidden |= {t for t, _ in term.pairs}
+        elif isinstance(term, PKDTerm):
+            pooled |= {t for t, _ in term.pairs}
+            poolings.add(term.pooling)
+        elif not isinstance(term, CETerm):
+            return None, f"loss '{term.name}' reads attention maps or Q/K/V projections, which are not cached"
+    if len(poolings) > 1:
+        return None, "pkd terms pool differently (cls and mean); a cache stores one pooling"
+    if not (logits or hidden or pooled):
+        return None, "no loss reads the teacher"
+    if any(isinstance(t, LogitMSETerm) for t in terms) and num_classes > dense_max:
+        return None, "logit_mse needs raw logits, which a top-k cache does not keep"
+    dense = num_classes <= dense_max
+    spec = SignalSpec(logits=("dense" if dense else "topk") if logits else None, top_k=top_k,
+                      hidden_layers=tuple(sorted(hidden)), pooled_layers=tuple(sorted(pooled)),
+                      pooling=poolings.pop() if poolings else "cls",
+                      dtype="float32" if dense and not (hidden or pooled) else "float16")
+    return spec, ""

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from kdkit.capture import Representations
 from kdkit.errors import CacheError, ConfigError, DataError
@@ -142,8 +143,6 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
     pads a list of examples into a batch (e.g. :class:`kdkit.tasks.classification.DataCollator`). Examples with
     the same key are stored once. An existing cache at ``path`` is replaced only once the new one is complete.
     """
-    from tqdm.auto import tqdm
-
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not (path / MANIFEST).is_file():
         raise CacheError(f"refusing to replace '{path}': it is not a teacher cache (no {MANIFEST}); pick an "

@@ -1,0 +1,44 @@
+"""Tiny real things for tests: a random BERT teacher with a real WordPiece tokenizer, a labelled csv, recipes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import yaml
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+POSITIVE = ["good", "great", "fun", "love", "superb"]
+NEGATIVE = ["bad", "awful", "boring", "hate", "dull"]
+FILLER = ["the", "movie", "film", "plot", "was", "is", "a", "really", "quite"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tiny_teacher(folder: Path, layers: int = 4, hidden: int = 32, heads: int = 4, num_labels: int = 2,
+                      vocab: list[str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = vocab or SPECIAL + POSITIVE + NEGATIVE + FILLER
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=37, max_position_embeddings=64,
+                        num_labels=num_labels)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_csv(path: Path, n: int = 80, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = ["text,label"]
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(POSITIVE if label else NEGATIVE, 2) + rng.sample(FILLER, rng.randint(1, 6))
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{'pos' if label else 'neg'}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
