@@ -9,4 +9,5 @@ BENCHMARKS: dict[str, str] = {
     "overhead": "bench.overhead",
     "inference": "bench.inference",
     "storage": "bench.storage",
+    "cache": "bench.cache",
 }

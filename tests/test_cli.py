@@ -9,16 +9,7 @@ import sys
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from tiny import make_tiny_teacher, write_recipe
-from kdkit.cli import main
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
+from tiny import make_tiny_teacher, run_cli, with_key, write_recipe
 
 
 def test_distill_end_to_end_writes_student_report_and_recipe(tiny_recipe, tmp_path, capsys):
@@ -50,19 +41,6 @@ def test_existing_output_dir_is_refused_then_resumed_or_overwritten(tiny_recipe,
     assert code == 0, err
 
 
-def _bad(recipe, key, value):
-    node = recipe
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return recipe
-
-
 @pytest.mark.parametrize("key, value, expected", [
     ("losses.0", {"name": "hinton"}, "unknown loss 'hinton'"),
     ("training.epochs", "many", "training.epochs"),
@@ -73,7 +51,7 @@ def _bad(recipe, key, value):
     ("losses.1", {"name": "attention_kl", "layer_map": "pairs", "pairs": [[0, 0]]}, "embedding"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_recipe, tmp_path, capsys, key, value, expected):
-    path = write_recipe(tmp_path / "r.yaml", _bad(tiny_recipe, key, value))
+    path = write_recipe(tmp_path / "r.yaml", with_key(tiny_recipe, key, value))
     code, out, err = run_cli(["distill", str(path)], capsys)
     assert code == 2
     lines = err.strip().splitlines()  # progress bars of model loading may come before the error line

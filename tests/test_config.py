@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 
 from kdkit.config import (KDLoss, apply_overrides, load_recipe, parse_recipe, read_recipe_file, resolve_recipe_path,
                           shipped_recipes)
 from kdkit.errors import ConfigError
+from tiny import with_key
 
 BASE = {
     "data": {"dataset": "rotten_tomatoes"},
@@ -10,20 +13,6 @@ BASE = {
     "student": {"init": "teacher_layers", "layers": [0, 2, 4]},
     "losses": [{"name": "kd"}],
 }
-
-
-def with_change(path: str, value):
-    data = apply_overrides(BASE, [])
-    node = data
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node[int(k)] if isinstance(node, list) else node[k]
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-    return data
 
 
 def test_minimal_recipe_gets_documented_defaults():
@@ -60,7 +49,7 @@ def test_minimal_recipe_gets_documented_defaults():
 ])
 def test_bad_recipes_give_one_line_naming_the_key(path, value, expected):
     with pytest.raises(ConfigError) as info:
-        parse_recipe(with_change(path, value))
+        parse_recipe(with_key(copy.deepcopy(BASE), path, value))
     message = str(info.value)
     assert expected in message
     assert "\n" not in message

@@ -42,3 +42,26 @@ def make_tiny_csv(path: Path, n: int = 80, seed: int = 0) -> Path:
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def with_key(data: dict, path: str, value) -> dict:
+    """``data`` with the dotted key ``path`` (list indices as numbers, e.g. ``losses.0``) set to ``value``."""
+    node = data
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[int(last) if isinstance(node, list) else last] = value
+    return data
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``kdkit`` in-process; returns (exit code, stdout, stderr)."""
+    import pytest
+
+    from kdkit.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err

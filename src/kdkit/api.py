@@ -19,22 +19,26 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from kdkit import __version__
-from kdkit.assets import cache_dir, resolve_model
+from kdkit.assets import MODELS, cache_dir, resolve_model
+from kdkit.capture import num_layers
 from kdkit.config import CELoss, DataConfig, EvaluationConfig, Recipe, load_recipe, recipe_to_yaml
 from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
-from kdkit.engine.terms import signal_spec
+from kdkit.engine.checkpoints import last_complete_checkpoint
+from kdkit.engine.terms import CETerm, signal_spec
 from kdkit.errors import CacheError, ConfigError, ModelError
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
+from kdkit.report.environment import environment
 from kdkit.report.report import write_report
 from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
 from kdkit.signals.live import teacher_inputs
 from kdkit.students import student_from_config, student_from_teacher_layers
-from kdkit.tasks.classification import ClassificationData, DataCollator, load_classification_data, tokenize
+from kdkit.tasks.classification import (ClassificationData, DataCollator, first_line, load_classification_data,
+                                        preview, tokenize)
 
 TEACHER_MARKER = "kdkit_teacher.json"
 
@@ -61,23 +65,61 @@ def load_data(cfg: DataConfig) -> ClassificationData:
     return data
 
 
+# what a saved model's files can raise when they are missing, truncated or do not match its config
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def _cannot_load(key: str, name: str, problem: str) -> ModelError:
+    return ModelError(f"{key} '{name}' {problem}; give a named model ({', '.join(MODELS)}), a local model folder "
+                      f"or a hub id")
+
+
+def _model_config(name: str, key: str):
+    """The folder (or hub id) and config of a named model, local folder or hub id; a one-line error naming ``key``
+    when there is no model there. A name that can only be a path (absolute, ``./``, ``~``, two slashes) is not
+    sent to the hub, whose complaint would be about repo id syntax."""
+    path = resolve_model(name)
+    local = Path(path).expanduser()
+    if local.is_file():
+        raise _cannot_load(key, name, "is a file, not a model folder")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise _cannot_load(key, name, "is a folder without config.json, so not a saved model")
+    if not local.exists() and (local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
+        raise _cannot_load(key, name, "does not exist (no such folder)")
+    try:
+        return path, AutoConfig.from_pretrained(path)
+    except _LOAD_ERRORS as err:
+        raise _cannot_load(key, name, f"cannot be loaded ({first_line(err)})") from None
+
+
 def load_classifier(name: str, label_names: list[str], *, eager: bool = False, key: str = "model"):
     """An ``AutoModelForSequenceClassification`` and its tokenizer from a named model, folder or hub id."""
-    path = resolve_model(name)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{key} '{name}' cannot be loaded ({str(err).splitlines()[0]}); give a named model "
-                         f"(see `kdkit info`), a local model folder or a hub id") from None
+    path, config = _model_config(name, key)
     is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     if is_classifier and config.num_labels != len(label_names):
         raise ModelError(f"{key} '{name}' is a classifier with {config.num_labels} labels but the data has "
-                         f"{len(label_names)} ({', '.join(label_names)})")
+                         f"{len(label_names)} ({preview(label_names)})")
+    local = Path(path).expanduser()
+    if local.is_dir() and not any((local / file).is_file() for file in _TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from the config alone and every word would become [UNK]
+        raise _cannot_load(key, name, f"has no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, …)")
     kwargs = {"attn_implementation": "eager"} if eager else {}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)}, **kwargs)
-    return model, AutoTokenizer.from_pretrained(path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)}, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except _LOAD_ERRORS as err:
+        problem = f"has weights or tokenizer files that cannot be loaded ({first_line(err)})"
+        raise _cannot_load(key, name, problem) from None
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ModelError(f"{key} '{name}': its tokenizer has {len(tokenizer)} tokens but the model embeds only "
+                         f"{vocab_size} (config vocab_size); the folder mixes a tokenizer and a model that do not "
+                         f"belong together")
+    return model, tokenizer
 
 
 def _hash(payload: Any) -> str:
@@ -131,7 +173,7 @@ def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, l
     if cfg.init == "teacher_layers":
         return student_from_teacher_layers(teacher, cfg.layers), teacher_tokenizer
     if cfg.init == "config":
-        base = AutoConfig.from_pretrained(resolve_model(cfg.model)) if cfg.model else teacher.config
+        base = _model_config(cfg.model, "student.model")[1] if cfg.model else teacher.config
         # the teacher's config keeps its attention implementation, eager when the recipe needs attention maps
         overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
                      **cfg.overrides}
@@ -139,8 +181,24 @@ def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, l
     return load_classifier(cfg.model, label_names, eager=recipe.needs_attentions(), key="student.model")
 
 
+def _check_generated_maps(recipe: Recipe, teacher: PreTrainedModel, student: PreTrainedModel) -> None:
+    """A generated layer map spreads the student's blocks over the teacher's, so it needs a student no deeper than
+    the teacher; name the loss that asks for one (the map itself only knows the two depths)."""
+    for i, term in enumerate(recipe.losses):
+        kind = getattr(term, "layer_map", None)
+        if kind in ("pairs", "last", None):
+            continue
+        n_teacher, n_student = num_layers(teacher), num_layers(student)
+        if n_student > n_teacher:
+            raise ConfigError(f"recipe key 'losses[{i}].layer_map': '{kind}' needs a student no deeper than the "
+                              f"teacher, but the student has {n_student} layers and the teacher {n_teacher}; use "
+                              f"layer_map 'pairs' with [teacher, student] indices or a shallower student")
+
+
 def prepare(recipe: Recipe, teacher_path: str | None = None, data: ClassificationData | None = None) -> Prepared:
     """Load data and models and build the loss terms; raise a one-line error on any mismatch."""
+    # built here only as a check: a bad training.extra value would otherwise surface after output_dir is written
+    training_arguments(recipe.training, recipe.resolved_output_dir() / "checkpoints")
     data = data or load_data(recipe.data)
     teacher_path = teacher_path or recipe.teacher.model
     set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the recipe's seed
@@ -154,6 +212,7 @@ def prepare(recipe: Recipe, teacher_path: str | None = None, data: Classificatio
             raise ModelError(f"teacher and student vocabularies differ ({len(teacher_tok)} vs {len(tokenizer)} "
                              f"tokens) but losses {', '.join(aligned)} compare token positions; use logit losses "
                              f"(ce, kd, soft_ce, logit_mse) or a student with the teacher's tokenizer")
+    _check_generated_maps(recipe, teacher, student)
     module = DistillationModule(student, build_terms(recipe.losses, teacher, student))
     return Prepared(recipe, data, tokenizer, teacher_tok, teacher, student, module)
 
@@ -228,7 +287,10 @@ def teacher_cache(prep: Prepared, train, *, rebuild: bool = False) -> tuple[Teac
 
 
 def teacher_source(prep: Prepared, train):
-    """The teacher signal source for training: the cache when the recipe allows it, else the live teacher."""
+    """The teacher signal source for training: none when no loss reads the teacher, the cache when the recipe
+    allows it, else the live teacher."""
+    if all(isinstance(term, CETerm) for term in prep.module.terms):
+        return None
     cache, reason = teacher_cache(prep, train)
     if cache is not None:
         return CachedTeacher(cache)
@@ -257,8 +319,8 @@ def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None
 
 def _check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
-        if not (out / "checkpoints").is_dir() or get_last_checkpoint(str(out / "checkpoints")) is None:
-            raise ConfigError(f"--resume: output_dir '{out}' holds no checkpoint to resume from")
+        if last_complete_checkpoint(out / "checkpoints") is None:
+            raise ConfigError(f"--resume: output_dir '{out}' holds no complete checkpoint to resume from")
         return
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"output_dir '{out}' already holds a run; pass --resume to continue it or "
@@ -284,15 +346,23 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     tokenized = _tokenized(prep)
     teacher = teacher_source(prep, tokenized["train"])
 
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    state = PartialState()
+    state.wait_for_everyone()  # every rank has passed its checks before the main rank touches output_dir
+    if state.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    state.wait_for_everyone()
     args = training_arguments(recipe.training, out / "checkpoints")
     trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=tokenized["train"],
                                   data_collator=_collator(prep))
     trainer.train(resume_from_checkpoint=True if resume else None)
     student_dir = trainer.export_student(out / "student", prep.tokenizer)
+    if not state.is_main_process:  # one rank evaluates and reports; the others are done
+        return {}
+    (out / "metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
 
     report = evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, prep.data,
                            recipe.data.max_length, recipe.evaluation,

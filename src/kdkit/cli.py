@@ -14,6 +14,13 @@ import typer
 
 from kdkit.errors import KdkitError
 
+try:  # recent typer bundles its own copy of click and raises that copy's exceptions
+    from typer._click import exceptions as click_exceptions
+except ImportError:
+    from click import exceptions as click_exceptions
+
+_HELP_ERRORS = getattr(click_exceptions, "NoArgsIsHelpError", ())
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="kdkit: knowledge distillation for language models.")
 
@@ -23,7 +30,8 @@ SET_HELP = "Override a recipe key, e.g. --set training.epochs=1 --set losses.0.w
 def _print_report(report: dict) -> None:
     from kdkit.report.report import render_markdown
 
-    print(render_markdown(report))
+    if report:  # empty on the non-main processes of a multi-process run
+        print(render_markdown(report))
 
 
 @app.command()
@@ -117,13 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.ClickException):
+    except click_exceptions.ClickException as err:
+        if isinstance(err, _HELP_ERRORS):  # `kdkit` alone prints the help
             err.show()
-            sys.exit(err.exit_code)
-        raise
+        else:  # a usage error (missing argument, unknown option) is one line like every other user error
+            hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+            print(f"error: {err.format_message()}{hint}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ YAML is read with ``yaml.safe_load`` so no tag can execute code.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdkit.errors import ConfigError
 
@@ -48,6 +50,11 @@ class TrainConfig(_Strict):
 
     ``extra`` passes any other ``TrainingArguments`` field through unchanged (e.g. ``bf16``, ``report_to``,
     ``gradient_checkpointing``, ``deepspeed``); unknown names are refused.
+
+    ``nonfinite`` says what a NaN or infinite loss term does: ``stop`` the run (the checkpoints written before it
+    are kept), or ``skip`` the batch (it adds no gradient; the count is logged as ``skipped_batches``). Under
+    ``skip`` the run still stops at ``max_consecutive_nonfinite`` bad batches in a row: by then the model itself,
+    not one batch, has diverged.
     """
 
     epochs: float = Field(3.0, gt=0)
@@ -63,8 +70,25 @@ class TrainConfig(_Strict):
     logging_steps: int = Field(50, gt=0)
     save_steps: int = Field(500, gt=0)
     save_total_limit: int = Field(2, gt=0)
-    report_to: list[str] = Field(default_factory=list)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    nonfinite: Literal["stop", "skip"] = "stop"
+    max_consecutive_nonfinite: int = Field(10, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _known_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        if not extra:
+            return extra
+        from transformers import TrainingArguments  # imported only here: it takes seconds
+
+        known = {f.name for f in dataclasses.fields(TrainingArguments)}
+        for name in extra:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                raise ValueError(f"'{name}' is not a TrainingArguments field"
+                                 + (f"; did you mean '{close[0]}'?" if close else ""))
+        return extra
 
 
 class TeacherConfig(_Strict):
@@ -278,6 +302,8 @@ def parse_recipe(data: Any) -> Recipe:
 def read_recipe_file(path: str | Path) -> dict:
     """Read a YAML recipe as plain data (``yaml.safe_load``: tags never execute code)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"recipe file '{path}' is a directory; give a YAML file or a shipped recipe name")
     if not path.is_file():
         raise ConfigError(f"recipe file '{path}' does not exist")
     try:

@@ -24,3 +24,7 @@ class ModelError(KdkitError):
 
 class CacheError(KdkitError):
     """A teacher cache is stale, corrupt or incomplete."""
+
+
+class NumericalError(KdkitError):
+    """Training produced a non-finite (NaN or infinite) loss."""

@@ -70,3 +70,11 @@ def test_storage(tmp_path):
     assert topk["data_bytes_per_token"] == topk["expected_bytes_per_token"] == 130
     assert topk["bytes_per_token"] > 130
     assert topk["reduction_vs_dense_fp16"] > 500
+
+
+def test_cache(tmp_path):
+    results = _run("cache", tmp_path)
+    assert set(results["epoch_s"]) == {"student_only", "live", "cached"}
+    assert all(v > 0 for v in results["epoch_s"].values())
+    assert results["cache_build_s"] > 0 and results["cache_bytes"] > 0
+    assert len(results["repetitions"]) == 2

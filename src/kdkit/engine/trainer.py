@@ -9,12 +9,20 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
 - a teacher signal source (:class:`~kdkit.signals.LiveTeacher`) kept outside the trained module, so it is not
   optimised, not wrapped by DDP and not saved in checkpoints;
 - per-term logging: every term's (unweighted) value is averaged over the logging window and logged as
-  ``loss_<term>`` beside the Trainer's ``loss``.
+  ``loss_<term>`` beside the Trainer's ``loss``;
+- numerical faults: a NaN or infinite term stops the run with a message naming the term and the step, before
+  its update is applied or saved (or, with ``nonfinite="skip"``, the batch adds no gradient);
+- atomic checkpoints: each ``checkpoint-N`` is written under a staging name and renamed into place when complete,
+  and resume takes the newest complete one (:mod:`kdkit.engine.checkpoints`). With the RNG states, the data
+  position, optimiser and scheduler restored by the Trainer, a resumed run ends where an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from kdkit.capture import Capture, Representations
 from kdkit.config import TrainConfig
+from kdkit.engine.checkpoints import STAGING_DIR, checkpoints, commit, last_complete_checkpoint
 from kdkit.engine.terms import Needs, Term
-from kdkit.errors import ConfigError
+from kdkit.errors import ConfigError, NumericalError
 
 STUDENT_INPUTS = ("input_ids", "attention_mask")
 
@@ -39,6 +51,18 @@ class DistillationArguments(TrainingArguments):
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
     save_strategy: str = "steps"
     report_to: str | list[str] | None = "none"
+    # every loss term is checked in DistillationTrainer.compute_loss, so the loss reaching the Trainer is finite;
+    # its own NaN filter would only add a second host-device synchronisation per step
+    logging_nan_inf_filter: bool = False
+    nonfinite: str = field(default="stop", metadata={"help": "On a NaN/inf loss term: 'stop' or 'skip' the batch."})
+    max_consecutive_nonfinite: int = field(default=10, metadata={"help": "With 'skip': stop at this many in a row."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"nonfinite must be 'stop' or 'skip', not {self.nonfinite!r}")
+        if self.max_consecutive_nonfinite < 1:
+            raise ValueError(f"max_consecutive_nonfinite must be at least 1, not {self.max_consecutive_nonfinite}")
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str | Path, **overrides) -> DistillationArguments:
@@ -65,7 +89,12 @@ def training_arguments(cfg: TrainConfig, output_dir: str | Path, **overrides) ->
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to or "none",
+        nonfinite=cfg.nonfinite,
+        max_consecutive_nonfinite=cfg.max_consecutive_nonfinite,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without a GPU, only use_cpu makes the Trainer join the torchrun/accelerate process group (gloo); otherwise
+        # every process of a CPU launch would train alone on the whole data
+        use_cpu=not torch.cuda.is_available(),
     )
     kwargs.update(cfg.extra)
     kwargs.update(overrides)
@@ -120,26 +149,116 @@ class DistillationTrainer(Trainer):
     def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
-        # summed as tensors and read at log time only: a per-step .item() would synchronise the GPU every step
-        self._term_sums: dict[str, torch.Tensor] = {}
+        # the window's term values, summed on the device and read at log time only
+        self._term_names: list[str] = []
+        self._term_sum: torch.Tensor | None = None
         self._term_steps = 0
+        self._skipped = 0  # non-finite batches skipped in the logging window
+        self._bad_streak = 0  # non-finite batches in a row
+        self._staging = False  # while True the Trainer's checkpoint writing goes to the staging folder
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = self.teacher(inputs) if self.teacher is not None else None
         total, values, logits = model(inputs, teacher)
-        for name, value in values.items():
-            value = value.detach().float()
-            self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
-        self._term_steps += 1
+        self._term_names = list(values)
+        terms = torch.stack([value.detach().float() for value in values.values()])
+        # the one host-device synchronisation per batch: a NaN/inf must be caught before its backward, its
+        # optimiser step and any checkpoint that would hold them
+        if torch.isfinite(terms).all():
+            self._bad_streak = 0
+            self._term_sum = terms if self._term_sum is None else self._term_sum + terms
+            self._term_steps += 1
+        else:
+            total = self._nonfinite(model, values)
         return (total, {"logits": logits}) if return_outputs else total
 
+    def _nonfinite(self, model, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raise :class:`NumericalError` naming the term and the step, or, when skipping, return a zero loss."""
+        self._bad_streak += 1
+        if self.args.nonfinite == "skip" and self._bad_streak < self.args.max_consecutive_nonfinite:
+            self._skipped += 1
+            if self.args.world_size > 1:
+                # DDP reduces a gradient for every parameter on every rank: give zeros rather than none
+                return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            # a leaf: nothing reaches the parameters, so a step of skipped batches leaves them and the optimiser
+            # state untouched (torch optimisers pass over parameters without a gradient)
+            return torch.zeros((), device=self.args.device, requires_grad=True)
+        name, value = next((n, v) for n, v in values.items() if not torch.isfinite(v).all())
+        streak = ""
+        if self.args.nonfinite == "skip":
+            streak = f" ({self._bad_streak} non-finite batches in a row, training.max_consecutive_nonfinite)"
+        last = last_complete_checkpoint(self.args.output_dir)
+        where = (f"the last good checkpoint is {last.name} in {last.parent}" if last is not None
+                 else "no checkpoint has been written yet")
+        hint = "" if streak else "; training.nonfinite=skip would skip such batches"
+        step = self.state.global_step + 1  # the step being computed; checkpoint-N holds the state after step N
+        raise NumericalError(f"loss term '{name}' is {float(value.detach())} at step {step}{streak}; {where}{hint}")
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._term_steps:
-            for name, total in self._term_sums.items():
-                logs[f"loss_{name}"] = round(total.item() / self._term_steps, 6)
-            self._term_sums.clear()
-            self._term_steps = 0
+        if "loss" in logs:
+            # every process logs here: one gather, as the Trainer does for ``loss``, sums the windows of all ranks
+            names = self._term_names
+            sums = self._term_sum if self._term_sum is not None else torch.zeros(len(names), device=self.args.device)
+            window = torch.cat([sums, sums.new_tensor([self._term_steps, self._skipped])])
+            *totals, steps, skipped = nested_gather(window[None], self.args.parallel_mode).sum(0).tolist()
+            # the Trainer's ``loss`` counts a skipped batch as 0; the terms average the finite batches only
+            if steps:
+                for name, total in zip(names, totals):
+                    logs[f"loss_{name}"] = round(total / steps, 6)
+            if self.args.nonfinite == "skip":
+                logs["skipped_batches"] = int(skipped)
+            self._term_sum, self._term_steps, self._skipped = None, 0, 0
         super().log(logs, start_time)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` resumes from the newest *complete* checkpoint."""
+        if resume_from_checkpoint is True:
+            found = last_complete_checkpoint(self.args.output_dir)
+            if found is None:
+                raise ConfigError(f"no complete checkpoint to resume from in '{self.args.output_dir}'")
+            newer = itertools.takewhile(lambda p: p != found, checkpoints(self.args.output_dir))
+            passed_over = [p.name for p in newer]
+            if self.is_world_process_zero():
+                print(f"[kdkit] resuming from {found}" +
+                      (f" (incomplete, passed over: {', '.join(passed_over)})" if passed_over else ""))
+            resume_from_checkpoint = str(found)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written into ``STAGING_DIR/checkpoint-N`` and renamed into place when complete.
+
+        Rotation (``save_total_limit``) and hub pushes run after the rename, on complete checkpoints only.
+        """
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(run_dir, STAGING_DIR), ignore_errors=True)  # an interrupted save's leftovers
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()  # every rank has written its part (RNG states, shards)
+        if self.args.should_save:
+            if self.state.best_model_checkpoint == staged:  # the Trainer recorded where it wrote, not where it lands
+                self.state.best_model_checkpoint = final
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            commit(staged, final)
+            os.rmdir(os.path.dirname(staged))
+            rotate_checkpoints(run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if not self._staging:  # the Trainer calls this on the staged folder, which is about to be renamed
+            super()._push_from_checkpoint(checkpoint_folder)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluate the student alone: cross-entropy and logits (no teacher forward)."""

@@ -15,7 +15,7 @@ import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -128,6 +128,8 @@ def load_classification_data(source: str | None = None, *, train_file: str | Pat
 
 
 def _read_file(path: Path, text_column: str) -> pd.DataFrame:
+    if path.is_dir():
+        raise DataError(f"data file '{path}' is a directory; give a .csv, .tsv, .jsonl or .json file")
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist")
     raw = path.read_bytes()
@@ -147,12 +149,33 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
         if suffix in (".jsonl", ".json"):
             return pd.read_json(io.StringIO(content), lines=suffix == ".jsonl", dtype=False)
     except ValueError as err:
-        raise DataError(f"data file '{path}' cannot be parsed as {suffix[1:]}: {_first_line(err)}") from None
+        raise DataError(f"data file '{path}' cannot be parsed as {suffix[1:]}: {first_line(err)}") from None
     raise DataError(f"data file '{path}' has extension '{suffix}'; use .csv, .tsv, .jsonl or .json")
 
 
-def _first_line(err: Exception) -> str:
-    return (str(err).splitlines() or [type(err).__name__])[0]
+def first_line(err: Exception) -> str:
+    """The first line of an exception's message, cut short, for a one-line error."""
+    return _cut((str(err).splitlines() or [type(err).__name__])[0], 200)
+
+
+def _cut(text: str, width: int = 60) -> str:
+    """``text`` shortened to ``width`` characters: a value from a file (a 10 MB cell) never floods an error line."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def preview(values: Iterable[Any], limit: int = 10) -> str:
+    """At most ``limit`` values, comma-separated and each cut short, for an error line; the count if there are more."""
+    values = list(values)
+    more = f", … ({len(values)} in all)" if len(values) > limit else ""
+    return ", ".join(_cut(str(v), 40) for v in values[:limit]) + more
+
+
+def _not_a_class(value: Any) -> bool:
+    """A label names a class (a string or a whole number); a fraction, a list or a mapping does not: those are
+    regression or multi-label targets, which a single-label classifier cannot learn."""
+    if isinstance(value, (float, np.floating)):
+        return not float(value).is_integer()
+    return not isinstance(value, (str, int, np.integer))
 
 
 def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], dict[str, str], list[str] | None]:
@@ -162,7 +185,7 @@ def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], di
         hub = datasets.load_dataset(name)
     except Exception as err:  # the hub raises many types (not found, offline, gated); all mean "cannot load"
         raise DataError(f"dataset '{name}' is not a named dataset ({', '.join(DATASETS)}), not a file, and "
-                        f"cannot be loaded from the hub: {_first_line(err)}") from err
+                        f"cannot be loaded from the hub: {first_line(err)}") from err
     aliases = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
     found = {split: next((a for a in names if a in hub), None) for split, names in aliases.items()}
     if found["train"] is None:
@@ -174,19 +197,22 @@ def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], di
 
 
 def _columns(frame: pd.DataFrame, where: str, text_column: str, label_column: str) -> pd.DataFrame:
-    """The two columns as ``text``/``label``, after checking they exist, texts are strings, labels present."""
+    """The two columns as ``text``/``label``, after checking they exist, texts are strings and every label is
+    present and names a class."""
     for column, option in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in frame.columns:
-            raise DataError(f"{where} has no column '{column}' (columns: {', '.join(map(str, frame.columns))}); "
+            raise DataError(f"{where} has no column '{column}' (columns: {preview(frame.columns)}); "
                             f"set {option}")
     if frame.empty:
         raise DataError(f"{where} has no rows")
     texts, labels = frame[text_column], frame[label_column]
     for bad, column, problem in ((~texts.map(lambda t: isinstance(t, str)), texts, "is not a string"),
-                                 (labels.isna() | (labels == ""), labels, "is empty or null")):
+                                 (labels.isna() | (labels == ""), labels, "is empty or null"),
+                                 (labels.map(_not_a_class), labels,
+                                  "is not a class: labels are strings or whole numbers")):
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}, example {row + 1}: {column.name} {column.tolist()[row]!r} {problem}")
+            raise DataError(f"{where}, example {row + 1}: {column.name} {_cut(repr(column.tolist()[row]))} {problem}")
     return pd.DataFrame({"text": texts.to_numpy(), "label": labels.to_numpy()})
 
 
@@ -200,12 +226,15 @@ def _encode_labels(frames: dict[str, pd.DataFrame], where: dict[str, str], order
         values = list(range(len(order))) if order else sorted(set(frames["train"]["label"]))
     except TypeError:
         raise DataError(f"{where['train']}: labels mix numbers and strings; use one kind") from None
+    if len(values) < 2:
+        raise DataError(f"{where['train']}: every training example has the label {_cut(repr(values[0]))}; a "
+                        f"classifier needs examples of at least two labels")
     ids = {value: i for i, value in enumerate(values)}
     for split, frame in frames.items():
         unknown = sorted(set(frame["label"]) - ids.keys(), key=str)
         if unknown:
-            raise DataError(f"{where[split]}: label {unknown[0]!r} of the {split} split does not occur in the "
-                            f"training data (training labels: {', '.join(map(str, values))})")
+            raise DataError(f"{where[split]}: label {_cut(repr(unknown[0]))} of the {split} split does not occur in "
+                            f"the training data (training labels: {preview(values)})")
         frame["label"] = frame["label"].map(ids)
     return list(order) if order else [str(v) for v in values]
 
