@@ -135,7 +135,7 @@ def _max_param_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 
 def run(options: common.Options) -> common.Report:
-    warmup, timed, repetitions = (1, 2, 2) if options.quick else (3, 10, 5)
+    warmup, timed, repetitions = (1, 2, 2) if options.quick else (3, 20, 7)
     steps = warmup + timed
     pair = common.classification_pair(options, n_batches=steps)
     runs = common.interleaved(repetitions, {"kdkit": lambda: kdkit_side(pair, steps, options),

@@ -366,12 +366,17 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
 
     report = evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, prep.data,
                            recipe.data.max_length, recipe.evaluation,
-                           batch_size=recipe.training.eval_batch_size)
+                           batch_size=recipe.training.eval_batch_size, names=_names(recipe, prep.student))
     report["recipe"] = recipe.name
     report["student_dir"] = str(student_dir)
     report["teacher_source"] = teacher_path
     write_report(out, report)
     return report
+
+
+def _names(recipe: Recipe, student) -> tuple[str, str]:
+    teacher = recipe.teacher.model + (" (fine-tuned)" if recipe.teacher.finetune else "")
+    return teacher, f"{num_layers(student)}-layer student ({recipe.student.init})"
 
 
 def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
@@ -390,11 +395,12 @@ def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_leng
 
 
 def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: ClassificationData, max_length: int,
-                  cfg: EvaluationConfig, batch_size: int = 64) -> dict:
+                  cfg: EvaluationConfig, batch_size: int = 64, names: tuple[str, str] = ("teacher", "student")
+                  ) -> dict:
     """Accuracy, parameters and latency of both models on one split, and the derived ratios."""
     with torch.inference_mode():
-        t = _model_entry("teacher", teacher, teacher_tokenizer, data, max_length, cfg, batch_size)
-        s = _model_entry("student", student, tokenizer, data, max_length, cfg, batch_size)
+        t = _model_entry(names[0], teacher, teacher_tokenizer, data, max_length, cfg, batch_size)
+        s = _model_entry(names[1], student, tokenizer, data, max_length, cfg, batch_size)
     return {"split": cfg.split, "dm_alpha": cfg.dm_alpha, "teacher": t, "student": s,
             "torch_threads": torch.get_num_threads()}
 
@@ -410,7 +416,7 @@ def evaluate(model: str, data: DataConfig, *, teacher: str | None = None, evalua
             return _model_entry(model, student, tokenizer, dataset, data.max_length, evaluation, batch_size)
     teacher_model, teacher_tok = load_classifier(teacher, dataset.label_names, key="teacher")
     report = evaluate_pair(teacher_model, teacher_tok, student, tokenizer, dataset, data.max_length, evaluation,
-                           batch_size)
+                           batch_size, names=(teacher, model))
     if output_dir is not None:
         write_report(Path(output_dir), report)
     return report

@@ -58,6 +58,7 @@ def test_narrow_student_all_terms_trains_student_and_projections_only(tiny_recip
     names = {"ce", "kd", "hidden_mse", "pkd", "attention_kl", "attention_mse", "value_relation"}
     assert {f"loss_{n}" for n in names} <= set(logged[0])
     assert all(torch.isfinite(torch.tensor(h[f"loss_{n}"])) for h in logged for n in names)
+    assert all(h["samples_per_second"] > 0 and h["steps_per_second"] > 0 for h in logged)
 
     checkpoint = load_file(tmp_path / "ckpt" / "checkpoint-3" / "model.safetensors")
     assert any("projection" in k for k in checkpoint), "projections are saved for resume"

@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,8 +157,11 @@ class DistillationTrainer(Trainer):
         self._skipped = 0  # non-finite batches skipped in the logging window
         self._bad_streak = 0  # non-finite batches in a row
         self._staging = False  # while True the Trainer's checkpoint writing goes to the staging folder
+        self._window_start: tuple[float, int] | None = None  # (time, step) where the logging window began
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._window_start is None:
+            self._window_start = (time.perf_counter(), self.state.global_step)
         teacher = self.teacher(inputs) if self.teacher is not None else None
         total, values, logits = model(inputs, teacher)
         self._term_names = list(values)
@@ -208,6 +212,14 @@ class DistillationTrainer(Trainer):
             if self.args.nonfinite == "skip":
                 logs["skipped_batches"] = int(skipped)
             self._term_sum, self._term_steps, self._skipped = None, 0, 0
+            # throughput of the logging window (all processes), beside the Trainer's whole-run figure at the end
+            now, step = time.perf_counter(), self.state.global_step
+            if self._window_start is not None and step > self._window_start[1]:
+                seconds = now - self._window_start[0]
+                steps_done = step - self._window_start[1]
+                logs["steps_per_second"] = round(steps_done / seconds, 4)
+                logs["samples_per_second"] = round(steps_done * self.args.total_train_batch_size / seconds, 2)
+            self._window_start = (now, step)
         super().log(logs, start_time)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
