@@ -218,7 +218,8 @@ class DistillationTrainer(Trainer):
                 seconds = now - self._window_start[0]
                 steps_done = step - self._window_start[1]
                 logs["steps_per_second"] = round(steps_done / seconds, 4)
-                logs["samples_per_second"] = round(steps_done * self.args.total_train_batch_size / seconds, 2)
+                batch = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+                logs["samples_per_second"] = round(steps_done * batch / seconds, 2)
             self._window_start = (now, step)
         super().log(logs, start_time)
 
