@@ -28,7 +28,7 @@ from kdkit.capture import num_layers
 from kdkit.config import CELoss, DataConfig, EvaluationConfig, Recipe, load_recipe, recipe_to_yaml
 from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
 from kdkit.engine.checkpoints import last_complete_checkpoint
-from kdkit.engine.terms import CETerm, signal_spec
+from kdkit.engine.terms import signal_spec
 from kdkit.errors import CacheError, ConfigError, ModelError
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
 from kdkit.report.environment import environment
@@ -289,7 +289,7 @@ def teacher_cache(prep: Prepared, train, *, rebuild: bool = False) -> tuple[Teac
 def teacher_source(prep: Prepared, train):
     """The teacher signal source for training: none when no loss reads the teacher, the cache when the recipe
     allows it, else the live teacher."""
-    if all(isinstance(term, CETerm) for term in prep.module.terms):
+    if not any(term.reads_teacher for term in prep.module.terms):
         return None
     cache, reason = teacher_cache(prep, train)
     if cache is not None:
@@ -344,6 +344,10 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     else:
         teacher_path = recipe.teacher.model
     tokenized = _tokenized(prep)
+    for term in prep.module.terms:
+        if hasattr(term, "prepare"):  # a stage on the frozen teacher before distillation (Universal-KD's probes)
+            with PartialState().main_process_first():  # the main rank fits and stores; the others read it back
+                term.prepare(prep.teacher, tokenized["train"], _collator(prep), device=_device())
     teacher = teacher_source(prep, tokenized["train"])
 
     state = PartialState()
@@ -390,8 +394,8 @@ def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_leng
         batch = collator([split[i] for i in range(min(size, len(split)))])
         batch.pop("labels")
         latency[str(size)] = measure_latency(model, batch, repeats=cfg.latency_repeats)
-    return {"name": name, "params": count_parameters(model), "accuracy": scores["accuracy"], "n": scores["n"],
-            "latency": latency}
+    return {"name": name, "params": count_parameters(model), "accuracy": scores["accuracy"], "ece": scores["ece"],
+            "n": scores["n"], "latency": latency}
 
 
 def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: ClassificationData, max_length: int,
@@ -428,3 +432,25 @@ def quickstart(output_dir: str | Path | None = None, overrides: list[str] | None
     extra = [f"output_dir={output_dir}"] if output_dir else []
     return distill("quickstart", extra + (overrides or []), resume=resume, overwrite=overwrite)
 
+
+
+def compare(source: str | Path | dict | list, seeds: list[int] | None = None, overrides: list[str] | None = None,
+            *, output_dir: str | Path | None = None, name: str | None = None, alpha: float | None = None,
+            overwrite: bool = False) -> dict:
+    """``kdkit compare``: every run × seed of a comparison, then the leaderboard (see :mod:`kdkit.report.leaderboard`).
+
+    ``source`` is a comparison file or mapping (``runs``/``grid``), or a list of recipes (files, shipped names or
+    mappings), one run each. ``seeds``, ``output_dir``, ``name`` and ``alpha`` replace the comparison's own;
+    ``overrides`` (``key=value``) apply to every run after its own ``set``. Finished runs are reused.
+    """
+    from kdkit.report import leaderboard as comparing
+
+    fields = {"output_dir": str(output_dir) if output_dir is not None else None, "name": name, "alpha": alpha}
+    if isinstance(source, list):
+        comparison = comparing.comparison_from_recipes(source, seeds, **fields)
+    else:
+        comparison = comparing.load_comparison(source)
+        updates = {k: v for k, v in {**fields, "seeds": seeds}.items() if v is not None}
+        if updates:
+            comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
+    return comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""The ``kdkit`` command line: ``distill``, ``eval``, ``info`` and ``quickstart``.
+"""The ``kdkit`` command line: ``distill``, ``cache``, ``compare``, ``eval``, ``info`` and ``quickstart``.
 
 Any error a user can fix (a :class:`~kdkit.errors.KdkitError`) is printed as one line on stderr and the command
 exits with code 2, without a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -95,6 +96,44 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
         _print_report(result)
     else:
         print(json.dumps(result, indent=2))
+
+
+@app.command()
+def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (with 'runs' or 'grid'), or "
+                                                           "several recipes (files or shipped names), one run each."),
+            seeds: list[str] = typer.Option([], "--seeds", help="Seeds: --seeds 0 1 2 or --seeds 0,1,2 "
+                                                                 "(default: the comparison's, else 0)."),
+            set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every run."),
+            output_dir: Optional[str] = typer.Option(None, help="Where runs and leaderboard go "
+                                                                "(default runs/compare-NAME)."),
+            name: Optional[str] = typer.Option(None, help="The comparison's name (title, default folder)."),
+            alpha: Optional[float] = typer.Option(None, help="α of the distillation metric (default 0.5)."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Redo runs whose folder holds a different "
+                                                                      "recipe.")) -> None:
+    """Run recipes × seeds (finished runs are reused) and write leaderboard.md/.html/.json and pareto.png."""
+    from kdkit import api
+    from kdkit.errors import ConfigError
+    from kdkit.report.leaderboard import is_comparison_file
+
+    # click options take one value each, so the numbers after `--seeds 0` arrive as positional arguments
+    if seeds:
+        seeds += [s for s in sources if s.isdigit() and not Path(s).exists()]
+        sources = [s for s in sources if not (s.isdigit() and not Path(s).exists())]
+    try:
+        seed_list = [int(part) for item in seeds for part in item.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--seeds {' '.join(seeds)}: seeds are integers, e.g. --seeds 0 1 2") from None
+    if len(sources) == 1 and is_comparison_file(sources[0]):
+        source = sources[0]
+    else:
+        for item in sources:
+            if is_comparison_file(item):
+                raise ConfigError(f"compare: '{item}' is a comparison file; give it alone, not with recipes")
+        source = sources
+    board = api.compare(source, seed_list or None, set_, output_dir=output_dir, name=name, alpha=alpha,
+                        overwrite=overwrite)
+    print(Path(board["files"]["md"]).read_text())
+    print("written: " + ", ".join(board["files"].values()))
 
 
 @app.command()

@@ -202,13 +202,81 @@ class ValueRelationLoss(_LayerTerm):
     relation_heads: int | None = Field(None, gt=0)
 
 
+class UniversalKDLoss(_Term):
+    """Universal-KD (Wu et al. 2021): per-layer probe logits, student layer i matched to an attention mixture of the
+    teacher layers' probe logits. Teacher probes are fitted first on the frozen teacher (``probe_epochs`` of Adam at
+    ``probe_lr`` over its pooled states, stored); student probes are trained with the student. ``attention_grad``
+    lets gradients reach the student probes through the attention weights too, as in the formula.
+    ``student_modules`` names submodules whose outputs are the student's layers (for students that are not
+    transformers, e.g. the LSTM layers of a BiLSTM); by default its blocks' hidden states 1..N are used."""
+
+    name: Literal["universal_kd"]
+    temperature: float = Field(1.0, gt=0)
+    t2_scaling: bool = False
+    pooling: Literal["cls", "mean"] = "cls"
+    probe_epochs: int = Field(3, gt=0)
+    probe_lr: float = Field(1e-3, gt=0)
+    attention_grad: bool = True
+    student_modules: list[str] | None = None
+
+
+class LabelSmoothingLoss(_Term):
+    """Label smoothing (teacher-free): soft-CE to targets with 1 − ε on the true class and ε/(C−1) on the others.
+    It replaces ``ce`` rather than sitting beside it."""
+
+    name: Literal["label_smoothing"]
+    epsilon: float = Field(0.1, ge=0, lt=1)
+
+
+class ConfidencePenaltyLoss(_Term):
+    """Confidence penalty (teacher-free, Pereyra et al. 2017): CE − β·H(σ(z_s)). It replaces ``ce``."""
+
+    name: Literal["confidence_penalty"]
+    beta: float = Field(0.1, ge=0)
+
+
+class BetaSmoothingLoss(_Term):
+    """Beta smoothing (teacher-free, Zhang & Sabuncu 2020): soft-CE to instance-specific targets
+    b_i·onehot(y_i) + (1 − b_i)/(C−1), b ~ Beta(a, 1) assigned by the rank of an EMA copy's true-class confidence.
+
+    The paper's L = (1 − α)·CE + α·soft-CE(t_i) is two entries: ``ce`` with weight 1 − α and ``beta_smoothing``
+    with weight α (default α = 0.6, so this term's weight defaults to 0.6). The EMA decay at update t is
+    min(1 − 1/(t+1), ``ema_decay``)."""
+
+    name: Literal["beta_smoothing"]
+    weight: float = Field(0.6, ge=0)
+    a: float = Field(3.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+
+class RelationLoss(_LayerTerm):
+    """CKD (Park et al. 2021) relation terms on hidden states, no projection needed between widths:
+    ``wr_pair`` (word relation, token pairs of each mapped layer, averaged over the mapped pairs), ``ltr_pair`` and
+    ``ltr_angle`` (layer transforming relation over the stacked mapped layers of each token; ``ltr_angle`` uses all
+    triples of distinct layers, so it needs at least 3 mapped layers). Default map: CKD's "emb+skip"."""
+
+    name: Literal["wr_pair", "ltr_pair", "ltr_angle"]
+    layer_map: LayerMapKind = "emb_skip"
+
+
+class WordAngleLoss(RelationLoss):
+    """CKD angle word relation (``wr_angle``): token triples whose neighbours lie within ±window//2 of the centre
+    (the paper's 21 = ±10)."""
+
+    name: Literal["wr_angle"]
+    window: int = Field(21, ge=3)
+
+
 LossConfig = Annotated[
-    Union[CELoss, KDLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, ValueRelationLoss],
+    Union[CELoss, KDLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, ValueRelationLoss, UniversalKDLoss,
+          LabelSmoothingLoss, ConfidencePenaltyLoss, BetaSmoothingLoss, RelationLoss, WordAngleLoss],
     Field(discriminator="name"),
 ]
 LOSS_NAMES = ("ce", "kd", "soft_ce", "logit_mse", "hidden_mse", "hidden_cosine", "pkd", "attention_mse",
-              "attention_kl", "value_relation")
-TOKEN_ALIGNED_LOSSES = frozenset({"hidden_mse", "hidden_cosine", "attention_mse", "attention_kl", "value_relation"})
+              "attention_kl", "value_relation", "universal_kd",
+              "label_smoothing", "confidence_penalty", "beta_smoothing", "wr_pair", "wr_angle", "ltr_pair", "ltr_angle")
+TOKEN_ALIGNED_LOSSES = frozenset({"hidden_mse", "hidden_cosine", "attention_mse", "attention_kl", "value_relation",
+                                  "wr_pair", "wr_angle", "ltr_pair", "ltr_angle"})
 
 
 class EvaluationConfig(_Strict):
@@ -281,7 +349,11 @@ def _valid_keys_hint(loc: tuple) -> str:
     elif loc[0] == "losses" and len(loc) >= 3:
         model = {"ce": CELoss, "kd": KDLoss, "soft_ce": KDLoss, "logit_mse": LogitMSELoss, "hidden_mse": HiddenLoss,
                  "hidden_cosine": HiddenLoss, "pkd": PKDLoss, "attention_mse": AttentionLoss,
-                 "attention_kl": AttentionLoss, "value_relation": ValueRelationLoss}.get(loc[2])
+                 "attention_kl": AttentionLoss, "value_relation": ValueRelationLoss,
+                 "universal_kd": UniversalKDLoss,
+                 "label_smoothing": LabelSmoothingLoss, "confidence_penalty": ConfidencePenaltyLoss,
+                 "beta_smoothing": BetaSmoothingLoss, "wr_pair": RelationLoss, "wr_angle": WordAngleLoss,
+                 "ltr_pair": RelationLoss, "ltr_angle": RelationLoss}.get(loc[2])
     elif loc[0] == "teacher" and len(loc) >= 3 and loc[1] == "finetune":
         model = TrainConfig
     else:

@@ -5,6 +5,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from kdkit.errors import ConfigError, DataError
+from kdkit.report.calibration import expected_calibration_error
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
 from kdkit.tasks.classification import DataCollator
 
@@ -40,9 +41,12 @@ def test_accuracy_matches_unpadded_one_by_one_predictions(tiny_bert, examples):
     assert tiny_bert.training  # the caller's mode is restored
     tiny_bert.eval()
     with torch.no_grad():
-        correct = sum(int(tiny_bert(input_ids=torch.tensor([row["input_ids"]])).logits.argmax(-1).item()
-                          == row["labels"]) for row in examples)
-    assert result == {"accuracy": pytest.approx(correct / 13), "n": 13}
+        probs = torch.cat([tiny_bert(input_ids=torch.tensor([row["input_ids"]])).logits.softmax(-1)
+                           for row in examples])
+    labels = torch.tensor([row["labels"] for row in examples])
+    correct = int((probs.argmax(-1) == labels).sum())
+    ece = expected_calibration_error(probs, labels)
+    assert result == {"accuracy": pytest.approx(correct / 13), "ece": pytest.approx(ece, abs=1e-6), "n": 13}
 
 
 def test_empty_dataset_is_a_data_error(tiny_bert, examples):

@@ -46,3 +46,13 @@ def test_only_batch_sizes_timed_for_both_models_are_compared(results):
     assert list(compare(results)["speedup"]) == ["1"]
     header = render_markdown(results).splitlines()[0]
     assert "b32" not in header and "DM (α=0.25)" in header
+
+
+def test_ece_column_only_when_both_models_have_it(results):
+    results["student"]["ece"] = 0.0412
+    assert "ECE" not in render_markdown(results).splitlines()[0]
+    results["teacher"]["ece"] = 0.1
+    lines = render_markdown(results).splitlines()
+    assert lines[0].startswith("| model | params (M) | accuracy (%) | ECE (%) | latency b1 (ms) |")
+    assert lines[2].startswith("| teacher: minilm-l6 | 22.71 | 80.00 | 10.00 | 4.00 |")
+    assert lines[3].startswith("| student: student | 11.36 | 76.00 | 4.12 | 2.00 |")

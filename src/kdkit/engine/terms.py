@@ -14,15 +14,21 @@ Conventions chosen here (documented defaults):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from kdkit import losses, maps
-from kdkit.capture import Representations, attention_modules, attention_scores, hidden_size, num_heads, num_layers
+from kdkit.capture import (Capture, Representations, attention_modules, attention_scores, hidden_size, num_heads,
+                           num_layers)
 from kdkit.config import (AttentionLoss, CELoss, HiddenLoss, KDLoss, LogitMSELoss, PKDLoss, ValueRelationLoss,
                           _LayerTerm)
+from kdkit.config import UniversalKDLoss
+from kdkit.config import BetaSmoothingLoss, ConfidencePenaltyLoss, LabelSmoothingLoss
+from kdkit.config import RelationLoss, WordAngleLoss
+from kdkit.engine.probes import pool, train_teacher_probes
 from kdkit.errors import ConfigError
 from kdkit.signals.cache import SignalSpec
 
@@ -48,7 +54,14 @@ def _student_mask(batch: dict) -> torch.Tensor:
 
 
 class Term(nn.Module):
-    """Base class: ``forward(student, teacher, batch)`` returns the term's scalar loss (before its weight)."""
+    """Base class: ``forward(student, teacher, batch)`` returns the term's scalar loss (before its weight).
+
+    ``reads_teacher`` is False for teacher-free terms (``teacher`` is then None or ignored); a recipe none of whose
+    terms reads the teacher trains without running it. :meth:`after_optimizer_step` lets a term keep state that
+    follows the student outside the optimiser (an EMA copy); the trainer calls it after every optimiser step.
+    """
+
+    reads_teacher = True
 
     def __init__(self, name: str, weight: float):
         super().__init__()
@@ -60,9 +73,14 @@ class Term(nn.Module):
     def forward(self, student: Representations, teacher: Representations | None, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def after_optimizer_step(self, student: nn.Module) -> None:
+        """Called with the student after each optimiser step; nothing by default."""
+
 
 class CETerm(Term):
     """Hard-label cross-entropy of the student (no teacher needed)."""
+
+    reads_teacher = False
 
     def forward(self, student, teacher, batch):
         return losses.cross_entropy(student.logits, batch["labels"])
@@ -214,12 +232,191 @@ class ValueRelationTerm(_HookedTerm):
                                         mask=mask)
 
 
+class UniversalKDTerm(Term):
+    """Universal-KD (Wu et al. 2021): per-layer probe logits matched through attention over the teacher layers.
+
+    Layers are block outputs: hidden states 1..N of each model (the embedding output has no probe), or, with
+    ``student_modules``, the outputs of those hooked submodules (a BiLSTM's LSTM layers), pooled by the term's
+    ``pooling``. The teacher probes are fitted by :meth:`prepare` before distillation and stay frozen (saved in
+    checkpoints, never optimised); the student probes are trained with the student. Neither is exported.
+    """
+
+    def __init__(self, cfg: UniversalKDLoss, teacher: nn.Module, student: nn.Module):
+        super().__init__(cfg.name, cfg.weight)
+        self.cfg = cfg
+        self.pooling = cfg.pooling
+        self.num_classes = teacher.config.num_labels
+        self.teacher_layers = list(range(1, num_layers(teacher) + 1))
+        self.teacher_probes = losses.ProbeSet([hidden_size(teacher)] * len(self.teacher_layers),
+                                              self.num_classes).requires_grad_(False)
+        self.teacher_needs = Needs(hidden_states=True)
+        self.student_modules = list(cfg.student_modules or [])
+        if self.student_modules:
+            self.student_needs = Needs(modules=set(self.student_modules))
+            widths = _hooked_widths(student, self.student_modules)
+        else:
+            self.student_needs = Needs(hidden_states=True)
+            widths = [hidden_size(student)] * num_layers(student)
+        self.student_probes = losses.ProbeSet(widths, self.num_classes)
+        self.prepared = False
+
+    def prepare(self, teacher: nn.Module, train, collator, device: str = "cpu") -> None:
+        """Fit (or read back) the teacher probes on the frozen teacher over the training split."""
+        fitted = train_teacher_probes(teacher, train, collator, self.teacher_layers, self.num_classes,
+                                      pooling=self.pooling, epochs=self.cfg.probe_epochs, lr=self.cfg.probe_lr,
+                                      device=device)
+        self.teacher_probes.load_state_dict(fitted.state_dict())
+        self.prepared = True
+
+    def student_pooled(self, student: Representations) -> list[torch.Tensor]:
+        if self.student_modules:
+            return [pool(student.modules[n], student.attention_mask, self.pooling) for n in self.student_modules]
+        return [student.pooled(layer, self.pooling) for layer in range(1, len(self.student_probes.probes) + 1)]
+
+    def forward(self, student, teacher, batch):
+        if not self.prepared:
+            raise ConfigError("loss 'universal_kd': the teacher probes are not fitted; call the term's "
+                              "prepare(teacher, train_dataset, collator) before training (kdkit.api.distill does)")
+        with torch.no_grad():
+            t_logits = self.teacher_probes([teacher.pooled(layer, self.pooling) for layer in self.teacher_layers])
+        s_logits = self.student_probes(self.student_pooled(student))
+        return losses.universal_kd(s_logits, t_logits, self.cfg.temperature, attention_grad=self.cfg.attention_grad,
+                                   t2_scaling=self.cfg.t2_scaling)
+
+
+@torch.no_grad()
+def _hooked_widths(model: nn.Module, names: list[str]) -> list[int]:
+    """The last-axis width of each hooked submodule's output, from one forward on a two-token input."""
+    device = next(model.parameters()).device
+    ids = torch.ones(1, 2, dtype=torch.long, device=device)
+    captured = Capture(model, modules=names)(input_ids=ids, attention_mask=torch.ones_like(ids)).modules
+    return [captured[n].shape[-1] for n in names]
+
+
+class WordRelationTerm(_PairedTerm):
+    """CKD word relation (``wr_pair``, ``wr_angle``) within each mapped layer, averaged over the mapped pairs.
+
+    Relations are compared, not vectors, so widths may differ without a projection."""
+
+    def __init__(self, cfg: RelationLoss, teacher, student):
+        super().__init__(cfg, teacher, student, project=False)
+        if cfg.name == "wr_angle":
+            self.fn, self.kwargs = losses.word_relation_angle, {"window": cfg.window}
+        else:
+            self.fn, self.kwargs = losses.word_relation_pair, {}
+        self.student_needs = self.teacher_needs = Needs(hidden_states=True)
+
+    def pair_loss(self, student, teacher, batch, t_layer, s_layer):
+        return self.fn(student.hidden_states[s_layer], teacher.hidden_states[t_layer], mask=_student_mask(batch),
+                       **self.kwargs)
+
+
+class LayerRelationTerm(_PairedTerm):
+    """CKD layer transforming relation (``ltr_pair``, ``ltr_angle``): the mapped layers of each model stacked in
+    map order into ``(B, K, L, D)`` (teacher indices of the map for the teacher, student indices for the student)."""
+
+    def __init__(self, cfg: RelationLoss, teacher, student):
+        super().__init__(cfg, teacher, student, project=False)
+        needed = 3 if cfg.name == "ltr_angle" else 2
+        if len(self.pairs) < needed:
+            raise ConfigError(f"loss '{cfg.name}' relates at least {needed} aligned layers, but layer_map "
+                              f"'{cfg.layer_map}' pairs {len(self.pairs)}: {self.pairs}")
+        self.fn = losses.layer_relation_angle if cfg.name == "ltr_angle" else losses.layer_relation_pair
+        self.student_needs = self.teacher_needs = Needs(hidden_states=True)
+
+    def forward(self, student, teacher, batch):
+        s = torch.stack([student.hidden_states[s_l] for _, s_l in self.pairs], dim=1)
+        t = torch.stack([teacher.hidden_states[t_l] for t_l, _ in self.pairs], dim=1)
+        return self.fn(s, t, mask=_student_mask(batch))
+
+
+class LabelSmoothingTerm(Term):
+    """Label smoothing (teacher-free): soft-CE to targets 1 − ε on the true class, ε/(C−1) on the others."""
+
+    reads_teacher = False
+
+    def __init__(self, cfg: LabelSmoothingLoss):
+        super().__init__(cfg.name, cfg.weight)
+        self.epsilon = cfg.epsilon
+
+    def forward(self, student, teacher, batch):
+        labels = batch["labels"]
+        targets = losses.label_smoothing_targets(labels, student.logits.shape[-1], self.epsilon)
+        return losses.soft_target_cross_entropy(student.logits, targets.to(student.logits.dtype),
+                                                mask=labels != losses.logits.IGNORE_INDEX)
+
+
+class ConfidencePenaltyTerm(Term):
+    """Confidence penalty (teacher-free): CE − β·H(σ(z_s))."""
+
+    reads_teacher = False
+
+    def __init__(self, cfg: ConfidencePenaltyLoss):
+        super().__init__(cfg.name, cfg.weight)
+        self.beta = cfg.beta
+
+    def forward(self, student, teacher, batch):
+        return losses.confidence_penalty(student.logits, batch["labels"], self.beta)
+
+
+class BetaSmoothingTerm(Term):
+    """Beta smoothing (Zhang & Sabuncu 2020): soft-CE to instance-specific targets ranked by an EMA copy.
+
+    The term owns ``ema``, a frozen copy of the student (``requires_grad`` False, always in eval mode): it is in
+    the trained module's state, so checkpoints hold it and resume restores it, and it is never exported.
+    Each step it scores the batch's true-class confidences, which rank the ``Beta(a, 1)`` draws
+    (:func:`~kdkit.losses.beta_smoothing_targets`). After optimiser step t (from 0) it moves towards the student
+    with decay ``min(1 − 1/(t+1), ema_decay)`` (Tarvainen & Valpola's schedule: the first update copies the
+    student, early ones average, later ones follow slowly). It costs one extra forward pass and one copy of
+    the student's weights. Classification only: logits ``(B, C)``, labels ``(B,)``.
+    """
+
+    reads_teacher = False
+
+    def __init__(self, cfg: BetaSmoothingLoss, student: nn.Module):
+        super().__init__(cfg.name, cfg.weight)
+        self.a, self.ema_decay = cfg.a, cfg.ema_decay
+        self.ema = copy.deepcopy(student).requires_grad_(False).eval()
+        # a buffer, so the step count is checkpointed with the weights it produced
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> "BetaSmoothingTerm":
+        super().train(mode)
+        self.ema.eval()  # confidences are scored without dropout
+        return self
+
+    def forward(self, student, teacher, batch):
+        labels = batch["labels"]
+        with torch.no_grad():
+            ema_logits = self.ema(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            confidences = ema_logits.float().softmax(-1).gather(-1, labels[:, None]).squeeze(-1)
+        targets = losses.beta_smoothing_targets(confidences, labels, student.logits.shape[-1], self.a)
+        return losses.soft_target_cross_entropy(student.logits, targets.to(student.logits.dtype))
+
+    @torch.no_grad()
+    def after_optimizer_step(self, student: nn.Module) -> None:
+        # the decay stays on the device: no host synchronisation per step
+        decay = (1 - 1 / (self.ema_updates + 1).float()).clamp(max=self.ema_decay)
+        for ema, current in zip(self.ema.parameters(), student.parameters()):
+            ema.lerp_(current.detach(), (1 - decay).to(ema.dtype))  # ema ← decay·ema + (1 − decay)·current
+        for ema, current in zip(self.ema.buffers(), student.buffers()):
+            ema.copy_(current)
+        self.ema_updates += 1
+
+
 def build_term(cfg, teacher: nn.Module | None, student: nn.Module) -> Term:
     """One term from its validated config; layer maps are checked against both models' depths here."""
     if isinstance(cfg, CELoss):
         return CETerm(cfg.name, cfg.weight)
+    if isinstance(cfg, LabelSmoothingLoss):
+        return LabelSmoothingTerm(cfg)
+    if isinstance(cfg, ConfidencePenaltyLoss):
+        return ConfidencePenaltyTerm(cfg)
+    if isinstance(cfg, BetaSmoothingLoss):
+        return BetaSmoothingTerm(cfg, student)
     if teacher is None:
-        raise ConfigError(f"loss '{cfg.name}' needs a teacher; without one only 'ce' applies")
+        raise ConfigError(f"loss '{cfg.name}' needs a teacher; without one only the teacher-free losses apply (ce, "
+                          f"label_smoothing, confidence_penalty, beta_smoothing)")
     if isinstance(cfg, KDLoss):
         return KDTerm(cfg)
     if isinstance(cfg, LogitMSELoss):
@@ -233,6 +430,10 @@ def build_term(cfg, teacher: nn.Module | None, student: nn.Module) -> Term:
         return cls(cfg, teacher, student)
     if isinstance(cfg, ValueRelationLoss):
         return ValueRelationTerm(cfg, teacher, student)
+    if isinstance(cfg, UniversalKDLoss):
+        return UniversalKDTerm(cfg, teacher, student)
+    if isinstance(cfg, RelationLoss):
+        return (WordRelationTerm if cfg.name.startswith("wr_") else LayerRelationTerm)(cfg, teacher, student)
     raise TypeError(f"no term for {type(cfg).__name__}")
 
 
@@ -254,21 +455,26 @@ def signal_spec(terms: list[Term], num_classes: int, *, top_k: int = 32, dense_m
 
     Logits are stored dense when the class axis has at most ``dense_max`` entries (float32 when they are all
     that is stored, exact and still a few bytes per example), else as top-k log-probabilities; hidden states
-    of the layers that hidden-state terms pair and pooled vectors for PKD are stored in float16.
+    of the layers that hidden-state terms pair (MSE, cosine, CKD relations) and pooled vectors for PKD (and
+    of every teacher block for Universal-KD) are stored in float16.
     """
     logits, hidden, pooled, poolings = False, set(), set(), set()
     for term in terms:
         if isinstance(term, (KDTerm, LogitMSETerm)):
             logits = True
-        elif isinstance(term, HiddenTerm):
+        elif isinstance(term, (HiddenTerm, WordRelationTerm, LayerRelationTerm)):
             hidden |= {t for t, _ in term.pairs}
         elif isinstance(term, PKDTerm):
             pooled |= {t for t, _ in term.pairs}
             poolings.add(term.pooling)
-        elif not isinstance(term, CETerm):
+        elif isinstance(term, UniversalKDTerm):
+            pooled |= set(term.teacher_layers)
+            poolings.add(term.pooling)
+        elif term.reads_teacher:
             return None, f"loss '{term.name}' reads attention maps or Q/K/V projections, which are not cached"
     if len(poolings) > 1:
-        return None, "pkd terms pool differently (cls and mean); a cache stores one pooling"
+        return None, ("pooled-state terms (pkd, universal_kd) pool differently (cls and mean); a cache stores one "
+                      "pooling")
     if not (logits or hidden or pooled):
         return None, "no loss reads the teacher"
     if any(isinstance(t, LogitMSETerm) for t in terms) and num_classes > dense_max:

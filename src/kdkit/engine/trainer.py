@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -124,6 +124,11 @@ class DistillationModule(nn.Module):
             needs = needs.merge(term.student_needs)
         self._capture = Capture(student, **needs.capture_kwargs())
 
+    def after_optimizer_step(self) -> None:
+        """Let terms that follow the student outside the optimiser (an EMA copy) update after a step."""
+        for term in self.terms:
+            term.after_optimizer_step(self.student)
+
     def teacher_needs(self) -> Needs:
         needs = Needs()
         for term in self.terms:
@@ -135,6 +140,13 @@ class DistillationModule(nn.Module):
         values = {term.name: term(student, teacher, batch) for term in self.terms}
         total = sum(term.weight * values[term.name] for term in self.terms)
         return total, values, student.logits
+
+
+class _AfterOptimizerStep(TrainerCallback):
+    """Calls :meth:`DistillationModule.after_optimizer_step` after every optimiser step."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.after_optimizer_step()
 
 
 class DistillationTrainer(Trainer):
@@ -149,6 +161,7 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
+        self.add_callback(_AfterOptimizerStep)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         # the window's term values, summed on the device and read at log time only
         self._term_names: list[str] = []

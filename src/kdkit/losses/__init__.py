@@ -8,19 +8,33 @@ from kdkit.losses._reduce import reduce_loss
 from kdkit.losses.attention import attention_kl, attention_score_mse, value_relation_kl
 from kdkit.losses.hidden import Projection, hidden_cosine, hidden_mse, pkd_loss
 from kdkit.losses.logits import cross_entropy, hinton_kd, kl_divergence, logit_mse, soft_cross_entropy
+from kdkit.losses.relation import layer_relation_angle, layer_relation_pair, word_relation_angle, word_relation_pair
+from kdkit.losses.smoothing import (beta_smoothing_targets, confidence_penalty, label_smoothing_targets,
+                                    soft_target_cross_entropy)
+from kdkit.losses.universal import ProbeSet, universal_kd
 
 __all__ = [
+    "ProbeSet",
     "Projection",
     "attention_kl",
     "attention_score_mse",
+    "beta_smoothing_targets",
+    "confidence_penalty",
     "cross_entropy",
     "hidden_cosine",
     "hidden_mse",
     "hinton_kd",
     "kl_divergence",
+    "label_smoothing_targets",
+    "layer_relation_angle",
+    "layer_relation_pair",
     "logit_mse",
     "pkd_loss",
     "reduce_loss",
     "soft_cross_entropy",
+    "soft_target_cross_entropy",
+    "universal_kd",
     "value_relation_kl",
+    "word_relation_angle",
+    "word_relation_pair",
 ]

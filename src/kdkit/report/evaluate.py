@@ -1,4 +1,4 @@
-"""Size, accuracy and latency of a classifier: the three numbers a distillation report compares."""
+"""Size, accuracy (with its calibration) and latency of a classifier: the numbers a distillation report compares."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from kdkit.errors import ConfigError, DataError
+from kdkit.report.calibration import calibration_error
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -38,23 +39,27 @@ def _model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[
 
 def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_size: int = 64,
                         progress: bool = True) -> dict:
-    """Accuracy of argmax(logits) against ``labels`` over a tokenised dataset.
+    """Accuracy of argmax(logits) against ``labels`` over a tokenised dataset, and its calibration.
 
     ``dataset`` yields examples that ``collator`` turns into a batch with ``input_ids`` (B, L),
     ``attention_mask`` (B, L) and ``labels`` (B,); the model returns logits (B, C) as a tensor or ``.logits``.
-    Returns ``{"accuracy": fraction in [0, 1], "n": number of examples}``.
+    Returns ``{"accuracy": fraction in [0, 1], "ece": expected calibration error (15 equal-width bins, see
+    :mod:`kdkit.report.calibration`), "n": number of examples}``.
     """
     if len(dataset) == 0:
         raise DataError("evaluate_classifier: the dataset to evaluate on has no examples")
-    correct = total = 0
+    confidences, correct = [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     with _inference(model) as device:
         for batch in tqdm(loader, desc="evaluating", disable=not progress):
             output = model(**_model_inputs(batch, device))
             logits = output.logits if hasattr(output, "logits") else output
-            correct += (logits.argmax(-1).cpu() == batch["labels"]).sum().item()
-            total += len(batch["labels"])
-    return {"accuracy": correct / total, "n": total}
+            confidence, prediction = logits.float().softmax(-1).max(-1)
+            confidences.append(confidence.cpu())
+            correct.append(prediction.cpu() == batch["labels"])
+    confidences, correct = torch.cat(confidences), torch.cat(correct)
+    return {"accuracy": correct.sum().item() / len(correct), "ece": calibration_error(confidences, correct),
+            "n": len(correct)}
 
 
 def measure_latency(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 20, warmup: int = 3) -> dict:

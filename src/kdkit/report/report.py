@@ -4,7 +4,8 @@
 
     {"teacher": entry, "student": entry, "dm_alpha": 0.5, ...any other scalars (split, recipe, torch_threads)}
     entry = {"name": str, "params": int, "accuracy": fraction, "n": int,
-             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}}
+             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...},
+             "ece": fraction (optional: the table shows an ECE column when both entries have it)}
 
 The derived numbers (speedup per batch size, student/teacher accuracy and size ratios, distillation metric) are
 computed here by :func:`compare`, so the markdown and the JSON never disagree.
@@ -40,19 +41,22 @@ def _batch_sizes(results: dict) -> list[str]:
 
 
 def render_markdown(results: dict) -> str:
-    """A table with one row per model: params (M), accuracy (%), median latency (ms) per batch size, speedup,
-    accuracy ratio and DM for the student; then the other scalar fields of ``results``."""
+    """A table with one row per model: params (M), accuracy (%), ECE (%) when both models have it, median
+    latency (ms) per batch size, speedup, accuracy ratio and DM for the student; then the other scalar fields of
+    ``results``."""
     derived = compare(results)
     sizes = _batch_sizes(results)
     alpha = results.get("dm_alpha", 0.5)
-    header = (["model", "params (M)", "accuracy (%)"] + [f"latency b{b} (ms)" for b in sizes]
+    ece = all("ece" in results[role] for role in ("teacher", "student"))
+    header = (["model", "params (M)", "accuracy (%)"] + (["ECE (%)"] if ece else [])
+              + [f"latency b{b} (ms)" for b in sizes]
               + [f"speedup b{b}" for b in sizes] + ["accuracy ratio", f"DM (α={alpha:g})"])
     rows = []
     for role in ("teacher", "student"):
         entry = results[role]
         is_student = role == "student"
         rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}",
-                     f"{100 * entry['accuracy']:.2f}"]
+                     f"{100 * entry['accuracy']:.2f}"] + ([f"{100 * entry['ece']:.2f}"] if ece else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
                     + [f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
                     + [f"{100 * derived['accuracy_ratio'] if is_student else 100:.1f}%",
@@ -60,6 +64,9 @@ def render_markdown(results: dict) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
     lines += ["", "DM = α·params_s/params_t + (1−α)·(1 − acc_s/acc_t) (Alkhulaifi et al., 2021); lower is "
                   "better. Latency: median wall-clock time of one forward pass."]
+    if ece:
+        lines += ["ECE: expected calibration error, Σ |B|/n·|acc(B) − conf(B)| over 15 equal-width confidence "
+                  "bins; lower is better."]
     others = {k: v for k, v in results.items() if k not in ("teacher", "student", "comparison", "dm_alpha")
               and isinstance(v, (str, int, float, bool))}
     if others:

@@ -1,0 +1,399 @@
+"""``kdkit compare``: several recipes (or a grid over one recipe's keys) × several seeds → one leaderboard.
+
+(Named leaderboard.py, not compare.py: ``kdkit.report.compare`` is already the teacher/student comparison function
+re-exported by the package, and a submodule of that name would replace it.)
+
+A *comparison* names runs; each run is a recipe plus ``--set`` overrides. Every (run, seed) is an ordinary
+distillation into ``<output_dir>/<run>/seed-<s>`` with ``training.seed=<s>``; ``data.seed`` is left alone so every
+run and seed trains and is scored on the same splits. The leaderboard then aggregates the per-run ``report.json``
+files: student accuracy mean ± sample standard deviation (n − 1; blank for one seed), the teacher's accuracy,
+student parameters, median latency over seeds, median speedup over seeds (each seed's speedup is a ratio of two
+timings taken in the same process, so it is steadier than a ratio of medians), and the distillation metric
+(Alkhulaifi et al., 2021) at the comparison's α from the mean accuracies. Files: ``leaderboard.md``,
+``leaderboard.html``, ``leaderboard.json`` and ``pareto.png`` (parameters vs accuracy with error bars and the
+Pareto front).
+
+What happens to a run folder that already exists, decided by comparing its stored ``recipe.yaml`` with the recipe
+the comparison resolves to now:
+
+- same recipe and a ``report.json``: the run is finished and is **reused** (not trained again);
+- same recipe, no ``report.json`` (interrupted): **resumed** from its last complete checkpoint, or **redone** from
+  scratch when it has none;
+- a different recipe: refused with the first differing key, unless ``overwrite`` (then redone), so changing a
+  comparison never silently throws away finished runs.
+
+The training itself is injected (``distill``), so this module never imports the API layer above it.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdkit.config import load_recipe, read_recipe_file, recipe_to_yaml
+from kdkit.engine.checkpoints import last_complete_checkpoint
+from kdkit.errors import ConfigError
+from kdkit.report.metric import distillation_metric
+
+RecipeSource = str | dict[str, Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSpec(_Strict):
+    """One row of the leaderboard: a recipe (file, shipped name or inline mapping) and its overrides."""
+
+    name: str = Field(min_length=1)
+    recipe: RecipeSource
+    set: list[str] = Field(default_factory=list)
+
+
+class GridSpec(_Strict):
+    """Every combination of ``keys`` (recipe key → list of values) applied to one recipe, one run each."""
+
+    recipe: RecipeSource
+    name: str | None = None
+    keys: dict[str, list[Any]] = Field(min_length=1)
+    set: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _non_empty_values(self) -> "GridSpec":
+        for key, values in self.keys.items():
+            if not values:
+                raise ValueError(f"grid key '{key}' has no values")
+        return self
+
+
+class Comparison(_Strict):
+    """A comparison file: which runs, which seeds, where the results go, and the α of the distillation metric.
+
+    ``set`` is applied to every run before the run's own ``set``; ``training.seed`` is set last, per seed.
+    """
+
+    name: str = "compare"
+    output_dir: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    alpha: float = Field(0.5, ge=0, le=1)
+    set: list[str] = Field(default_factory=list)
+    runs: list[RunSpec] = Field(default_factory=list)
+    grid: GridSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Comparison":
+        if not self.runs and self.grid is None:
+            raise ValueError("a comparison needs 'runs' or 'grid' (or both)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"'seeds' repeats a seed: {self.seeds}")
+        names = [run.name for run in self.expanded_runs()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"run names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/compare-{self.name}")
+
+    def expanded_runs(self) -> list[RunSpec]:
+        """The explicit runs, then one run per grid combination, named ``<grid name>-<key>=<value>-…``."""
+        runs = list(self.runs)
+        if self.grid is not None:
+            grid = self.grid
+            prefix = grid.name or (Path(grid.recipe).stem if isinstance(grid.recipe, str) else "grid")
+            keys = list(grid.keys)
+            for values in itertools.product(*grid.keys.values()):
+                pairs = [f"{key}={_scalar(value)}" for key, value in zip(keys, values)]
+                label = "-".join(f"{key.rsplit('.', 1)[-1]}={_scalar(value)}" for key, value in zip(keys, values))
+                runs.append(RunSpec(name=f"{prefix}-{label}", recipe=grid.recipe, set=grid.set + pairs))
+        return runs
+
+
+def _scalar(value: Any) -> str:
+    """A value as ``--set`` would read it back (YAML flow style, one line)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
+
+
+def parse_comparison(data: Any, base_dir: Path | None = None) -> Comparison:
+    """Validate a comparison mapping; a recipe path is looked up beside the comparison file first."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a comparison must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        comparison = Comparison.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "<comparison>"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "is unknown"
+        raise ConfigError(f"comparison key '{key}' {message}") from None
+    if base_dir is not None:
+        for spec in [*comparison.runs, *([comparison.grid] if comparison.grid else [])]:
+            if isinstance(spec.recipe, str) and (base_dir / spec.recipe).is_file():
+                spec.recipe = str(base_dir / spec.recipe)
+    return comparison
+
+
+def is_comparison_file(path: str | Path) -> bool:
+    """A YAML file whose top level has ``runs`` or ``grid`` is a comparison, anything else a recipe."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = read_recipe_file(path)
+    return isinstance(data, dict) and ("runs" in data or "grid" in data)
+
+
+def load_comparison(source: str | Path | dict | Comparison) -> Comparison:
+    if isinstance(source, Comparison):
+        return source
+    if isinstance(source, dict):
+        return parse_comparison(source)
+    path = Path(source)
+    return parse_comparison(read_recipe_file(path), base_dir=path.parent)
+
+
+def comparison_from_recipes(recipes: list[RecipeSource], seeds: list[int] | None = None, **fields) -> Comparison:
+    """The simple case, ``kdkit compare A.yaml B.yaml --seeds 0 1 2``: one run per recipe, named after it."""
+    runs, seen = [], {}
+    for recipe in recipes:
+        base = Path(recipe).stem if isinstance(recipe, str) else recipe.get("name", "run")
+        seen[base] = seen.get(base, 0) + 1
+        runs.append({"name": base if seen[base] == 1 else f"{base}-{seen[base]}", "recipe": recipe})
+    return parse_comparison({"runs": runs, **({"seeds": seeds} if seeds else {}),
+                             **{k: v for k, v in fields.items() if v is not None}})
+
+
+def _first_difference(old: Any, new: Any, key: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(old.keys() | new.keys()):
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            if a != b:
+                return _first_difference(a, b, f"{key}.{i}")
+    return f"{key or '<recipe>'}: {old!r} → {new!r}"
+
+
+def run_state(folder: Path, recipe_yaml: str) -> str:
+    """``new``, ``finished``, ``interrupted`` (same recipe, no report) or ``stale: <first difference>``."""
+    stored = folder / "recipe.yaml"
+    if not folder.exists() or not any(folder.iterdir()):
+        return "new"
+    if not stored.is_file():
+        return "stale: the folder holds no recipe.yaml"
+    old, new = yaml.safe_load(stored.read_text()), yaml.safe_load(recipe_yaml)
+    if old != new:
+        return "stale: " + _first_difference(old, new)
+    return "finished" if (folder / "report.json").is_file() else "interrupted"
+
+
+def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: list[str] | None = None,
+            overwrite: bool = False) -> dict[str, list[dict]]:
+    """Train (or reuse) every (run, seed); return ``{run name: [{seed, status, dir, report}, ...]}``.
+
+    Every recipe is resolved and every existing folder checked before the first run trains, so a typo or a stale
+    folder fails in seconds, not after hours of earlier runs.
+    """
+    out = comparison.resolved_output_dir()
+    plan = []
+    for run in comparison.expanded_runs():
+        for seed in comparison.seeds:
+            folder = out / _folder_name(run.name) / f"seed-{seed}"
+            extra = [*comparison.set, *run.set, *(overrides or []), f"training.seed={seed}", f"output_dir={folder}"]
+            recipe = load_recipe(run.recipe, extra)
+            state = run_state(folder, recipe_to_yaml(recipe))
+            if state.startswith("stale") and not overwrite:
+                raise ConfigError(f"compare: run '{run.name}' seed {seed} in '{folder}' was made by a different "
+                                  f"recipe ({state.removeprefix('stale: ')}); delete the folder or pass "
+                                  f"--overwrite to redo it")
+            plan.append((run.name, seed, folder, recipe, state))
+    results: dict[str, list[dict]] = {}
+    for name, seed, folder, recipe, state in plan:
+        if state == "finished":
+            status = "reused"
+            report = json.loads((folder / "report.json").read_text())
+        else:
+            resume = state == "interrupted" and last_complete_checkpoint(folder / "checkpoints") is not None
+            status = "resumed" if resume else "trained"
+            print(f"[kdkit] compare: {name} seed {seed}: {status if resume else 'training'} in {folder}")
+            report = distill(recipe, resume=resume, overwrite=not resume and state != "new")
+        results.setdefault(name, []).append({"seed": seed, "status": status, "dir": str(folder), "report": report})
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and *sample* standard deviation (n − 1); the std is None for one value."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _common_batch_sizes(reports: list[dict]) -> list[str]:
+    sizes = None
+    for report in reports:
+        for role in ("teacher", "student"):
+            here = set(report[role].get("latency", {}))
+            sizes = here if sizes is None else sizes & here
+    return sorted(sizes or (), key=int)
+
+
+def _latency_ms(entries: list[dict], sizes: list[str]) -> dict[str, float]:
+    return {b: 1e3 * statistics.median(e["latency"][b]["median_s"] for e in entries) for b in sizes}
+
+
+def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5) -> dict:
+    """Aggregate per-seed reports into rows: one per teacher (by ``teacher_source``), then the runs sorted by mean
+    student accuracy (best first). ``pareto`` marks rows that no other row beats on both fewer-or-equal
+    parameters and higher-or-equal accuracy (strictly on one)."""
+    all_reports = [item["report"] for items in results.values() for item in items]
+    sizes = _common_batch_sizes(all_reports)
+    teachers: dict[str, list[dict]] = {}
+    for item in (item for items in results.values() for item in items):
+        report = item["report"]
+        teachers.setdefault(str(report.get("teacher_source", report["teacher"]["name"])), []).append(item)
+    rows = []
+    for source, items in teachers.items():
+        # the teacher is measured once per (run, seed); all of those evaluations go into its row
+        reports = [item["report"] for item in items]
+        mean, std = _mean_std([r["teacher"]["accuracy"] for r in reports])
+        rows.append({"run": f"teacher: {reports[0]['teacher']['name']}", "role": "teacher", "teacher": source,
+                     "n": len({item["seed"] for item in items}), "evaluations": len(reports),
+                     "accuracy_mean": mean, "accuracy_std": std, "teacher_accuracy": mean,
+                     "params": reports[0]["teacher"]["params"],
+                     "latency_ms": _latency_ms([r["teacher"] for r in reports], sizes),
+                     "speedup": {b: 1.0 for b in sizes}, "dm": None})
+    students = []
+    for name, items in results.items():
+        reports = [item["report"] for item in items]
+        mean, std = _mean_std([r["student"]["accuracy"] for r in reports])
+        teacher_mean = statistics.fmean(r["teacher"]["accuracy"] for r in reports)
+        params, teacher_params = reports[0]["student"]["params"], reports[0]["teacher"]["params"]
+        students.append({
+            "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source", "")),
+            "n": len(reports), "seeds": [item["seed"] for item in items],
+            "status": {str(item["seed"]): item["status"] for item in items},
+            "dirs": [item["dir"] for item in items],
+            "accuracy_mean": mean, "accuracy_std": std, "accuracy": [r["student"]["accuracy"] for r in reports],
+            "teacher_accuracy": teacher_mean, "params": params,
+            "latency_ms": _latency_ms([r["student"] for r in reports], sizes),
+            "speedup": {b: statistics.median(r["teacher"]["latency"][b]["median_s"]
+                                             / r["student"]["latency"][b]["median_s"] for r in reports)
+                        for b in sizes},
+            "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean > 0
+            else None})
+    students.sort(key=lambda row: -row["accuracy_mean"])
+    rows += students
+    for row in rows:
+        row["pareto"] = not any(
+            other is not row and other["params"] <= row["params"] and other["accuracy_mean"] >= row["accuracy_mean"]
+            and (other["params"] < row["params"] or other["accuracy_mean"] > row["accuracy_mean"]) for other in rows)
+    return {"alpha": alpha, "batch_sizes": [int(b) for b in sizes], "std": "sample (n-1)", "rows": rows}
+
+
+def _table(board: dict) -> tuple[list[str], list[list[str]]]:
+    sizes = [str(b) for b in board["batch_sizes"]]
+    header = (["run", "seeds", "accuracy (%)", "teacher acc. (%)", "params (M)"]
+              + [f"latency b{b} (ms)" for b in sizes] + [f"speedup b{b}" for b in sizes]
+              + [f"DM (α={board['alpha']:g})", "Pareto"])
+    body = []
+    for row in board["rows"]:
+        accuracy = f"{100 * row['accuracy_mean']:.2f}"
+        if row["accuracy_std"] is not None:
+            accuracy += f" ± {100 * row['accuracy_std']:.2f}"
+        body.append([row["run"], str(row["n"]), accuracy, f"{100 * row['teacher_accuracy']:.2f}",
+                     f"{row['params'] / 1e6:.3f}"]
+                    + [f"{row['latency_ms'][b]:.2f}" for b in sizes] + [f"{row['speedup'][b]:.2f}x" for b in sizes]
+                    + ["—" if row["dm"] is None else f"{row['dm']:.3f}", "yes" if row["pareto"] else ""])
+    return header, body
+
+
+_NOTE = ("Accuracy: mean ± sample standard deviation (n − 1) over seeds. Latency: median over seeds of each run's "
+         "median forward-pass time; speedup: median over seeds of teacher/student latency. DM = α·params_s/params_t "
+         "+ (1−α)·(1 − acc_s/acc_t) from the mean accuracies (Alkhulaifi et al., 2021); lower is better.")
+
+
+def render_markdown(board: dict, title: str = "Leaderboard") -> str:
+    header, body = _table(board)
+    lines = [f"# {title}", ""] + ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
+    return "\n".join(lines + ["", _NOTE, ""])
+
+
+def render_html(board: dict, title: str = "Leaderboard") -> str:
+    header, body = _table(board)
+
+    def cells(tag: str, row: list[str]) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>"
+
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;text-align:right}"
+            "td:first-child{text-align:left}</style></head><body>\n<h1>" + html.escape(title) + "</h1>\n<table>\n"
+            + cells("th", header) + "\n" + "\n".join(cells("td", row) for row in body)
+            + "\n</table>\n<p>" + html.escape(_NOTE) + "</p>\n</body></html>\n")
+
+
+def plot_pareto(board: dict, path: Path, title: str = "Leaderboard") -> Path:
+    """Parameters (log scale) vs accuracy with ±std error bars; the Pareto front as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for row in board["rows"]:
+        teacher = row["role"] == "teacher"
+        # a legend rather than text beside the points: runs of one size and score would print on top of each other
+        ax.errorbar(row["params"] / 1e6, 100 * row["accuracy_mean"], yerr=100 * (row["accuracy_std"] or 0),
+                    fmt="s" if teacher else "o", color="black" if teacher else None, capsize=3, label=row["run"])
+    front = sorted((r for r in board["rows"] if r["pareto"]), key=lambda r: r["params"])
+    if len(front) > 1:
+        ax.step([r["params"] / 1e6 for r in front], [100 * r["accuracy_mean"] for r in front], where="post",
+                linestyle="--", color="grey", label="Pareto front")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_leaderboard(out: Path, board: dict, title: str) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "leaderboard.md", "html": out / "leaderboard.html", "json": out / "leaderboard.json",
+             "png": out / "pareto.png"}
+    paths["md"].write_text(render_markdown(board, title))
+    paths["html"].write_text(render_html(board, title))
+    paths["json"].write_text(json.dumps({"name": title, **board}, indent=2, default=_json_default) + "\n")
+    plot_pareto(board, paths["png"], title)
+    return paths
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def compare(comparison: Comparison, distill: Callable[..., dict], *, overrides: list[str] | None = None,
+            overwrite: bool = False) -> dict:
+    """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict."""
+    results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite)
+    board = leaderboard(results, comparison.alpha)
+    out = comparison.resolved_output_dir()
+    paths = write_leaderboard(out, board, comparison.name)
+    return {"name": comparison.name, **board, "files": {k: str(v) for k, v in paths.items()}}
