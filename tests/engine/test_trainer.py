@@ -95,3 +95,22 @@ def test_load_data_limits_training_examples(tiny_recipe):
     tiny_recipe["data"]["max_train_samples"] = 10
     data = load_data(parse_recipe(tiny_recipe).data)
     assert len(data.splits["train"]) == 10
+
+
+def test_long_lived_objects_are_frozen_during_training_only(tiny_recipe, tmp_path):
+    import gc
+
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(gc.get_freeze_count())
+
+    tiny_recipe["training"].update(max_steps=2)
+    _, trainer = _trainer(tiny_recipe, tmp_path / "ckpt", save_strategy="no")
+    trainer.add_callback(Probe)
+    trainer.train()
+    assert len(seen) == 2 and all(count > 1000 for count in seen), seen
+    assert gc.get_freeze_count() == 0

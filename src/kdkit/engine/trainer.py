@@ -20,6 +20,7 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import os
 import shutil
@@ -142,6 +143,22 @@ class DistillationModule(nn.Module):
         return total, values, student.logits
 
 
+class _FreezeLongLivedObjects(TrainerCallback):
+    """Moves every object alive when training starts (models, tensors' Python wrappers, datasets, the Trainer)
+    out of the cyclic garbage collector's reach for the run.
+
+    Autograd creates many short-lived objects per step, which trigger collections; each full collection walks every
+    tracked object, and a Trainer keeps far more of them alive than a bare loop. Measured on the overhead benchmark
+    (MiniLM-L6, 2 CPU cores): kdkit's step was 1.030x a hand-written loop's; 1.0035x with the collector disabled;
+    1.0045x with this freeze. Frozen objects are still freed by reference counting; :meth:`DistillationTrainer.train`
+    unfreezes them when training ends, also on an error.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        gc.collect()
+        gc.freeze()
+
+
 class _AfterOptimizerStep(TrainerCallback):
     """Calls :meth:`DistillationModule.after_optimizer_step` after every optimiser step."""
 
@@ -162,6 +179,7 @@ class DistillationTrainer(Trainer):
     def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(_AfterOptimizerStep)
+        self.add_callback(_FreezeLongLivedObjects)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         # the window's term values, summed on the device and read at log time only
         self._term_names: list[str] = []
@@ -248,7 +266,10 @@ class DistillationTrainer(Trainer):
                 print(f"[kdkit] resuming from {found}" +
                       (f" (incomplete, passed over: {', '.join(passed_over)})" if passed_over else ""))
             resume_from_checkpoint = str(found)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            gc.unfreeze()  # undo _FreezeLongLivedObjects
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)
