@@ -34,8 +34,7 @@ from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure
 from kdkit.report.environment import environment
 from kdkit.report.report import write_report
 from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
-from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
-from kdkit.signals.live import teacher_inputs
+from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
 from kdkit.students import student_from_config, student_from_teacher_layers
 from kdkit.tasks.classification import (ClassificationData, DataCollator, first_line, load_classification_data,
                                         preview, tokenize)
@@ -237,11 +236,7 @@ def _collator(prep: Prepared) -> DataCollator:
 
 
 def _train_keys(train) -> list[bytes]:
-    keys = []
-    for example in train:
-        inputs = teacher_inputs(example)
-        keys.append(example_key([t for t, m in zip(inputs["input_ids"], inputs["attention_mask"]) if m]))
-    return keys
+    return [example_key(real_token_ids(example)) for example in train]
 
 
 def teacher_cache(prep: Prepared, train, *, rebuild: bool = False) -> tuple[TeacherCache | None, str]:

@@ -115,6 +115,13 @@ def example_key(input_ids: Sequence[int] | Tensor | np.ndarray) -> bytes:
     return hashlib.blake2b(np.asarray(input_ids, dtype="<i4").tobytes(), digest_size=16).digest()
 
 
+def real_token_ids(example: dict) -> np.ndarray:
+    """The unpadded token ids that identify one dataset example: the teacher's own when it has a tokenizer of its
+    own (``teacher_input_ids``), else the student's."""
+    inputs = teacher_inputs(example)
+    return np.asarray(inputs["input_ids"])[np.asarray(inputs["attention_mask"], dtype=bool)]
+
+
 def fingerprint_model(model: nn.Module) -> str:
     """Hash of every parameter and persistent buffer: name, shape, dtype and bytes; changes with any weight."""
     digest = hashlib.blake2b(digest_size=16)
@@ -152,8 +159,7 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
 
     first: dict[bytes, tuple[int, int]] = {}  # key -> (index of its first example, number of real tokens)
     for index, example in enumerate(dataset):
-        inputs = teacher_inputs(example)
-        ids = np.asarray(inputs["input_ids"])[np.asarray(inputs["attention_mask"], dtype=bool)]
+        ids = real_token_ids(example)
         first.setdefault(example_key(ids), (index, len(ids)))
     if not first:
         raise DataError("build_cache: the dataset has no examples")
