@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tiny import make_tiny_csv, make_tiny_teacher
+
+# the tests' models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine, threads that
+# spin-wait for each other slow every process on it; KDKIT_TEST_THREADS overrides. Subprocesses the tests start
+# (the kill-and-resume run) get the same count through OMP_NUM_THREADS, so their float sums match in-process ones.
+TEST_THREADS = os.environ.get("KDKIT_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = TEST_THREADS
+torch.set_num_threads(int(TEST_THREADS))
 
 
 @pytest.fixture(scope="session")

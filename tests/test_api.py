@@ -86,3 +86,44 @@ def test_cache_refuses_recipes_it_cannot_serve(tiny_recipe):
     with pytest.raises(ConfigError, match="attention maps"):
         api.cache(tiny_recipe)
     assert torch.get_num_threads() >= 1
+
+
+def test_teacher_evaluation_is_measured_once_and_read_back(tiny_recipe, tiny_teacher):
+    """Every run of a comparison shares its teacher: its accuracy and latency come from the cache after the
+    first run, and a different teacher (other weights) is measured anew."""
+    from kdkit.config import load_recipe
+
+    recipe = load_recipe(tiny_recipe)
+    prep = api.prepare(recipe)
+    args = (prep.data, recipe.data.max_length, recipe.evaluation)
+    first = api.evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, *args)
+    second = api.evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, *args)
+    assert "cached" not in first["teacher"] and second["teacher"]["cached"] is True
+    assert second["teacher"]["latency"] == first["teacher"]["latency"]
+    assert second["teacher"]["accuracy"] == first["teacher"]["accuracy"]
+    assert "cached" not in second["student"]  # the student is always measured
+    with torch.no_grad():
+        next(prep.teacher.parameters()).add_(1.0)
+    third = api.evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, *args)
+    assert "cached" not in third["teacher"]
+
+
+def test_teacher_is_fine_tuned_on_the_whole_training_split(tiny_recipe, monkeypatch):
+    """data.max_train_samples limits the student's data; the teacher (and its cache key) see every example."""
+    from kdkit.config import load_recipe
+
+    seen = {}
+    real_tokenize = api.tokenize
+
+    def spy(splits, tokenizer, max_length, *args, **kwargs):
+        seen.setdefault("train", len(splits["train"]))
+        return real_tokenize(splits, tokenizer, max_length, *args, **kwargs)
+
+    tiny_recipe["teacher"]["finetune"] = {"max_steps": 1, "report_to": []}
+    full = load_recipe(tiny_recipe)
+    tiny_recipe["data"]["max_train_samples"] = 10
+    limited = load_recipe(tiny_recipe)
+    monkeypatch.setattr(api, "tokenize", spy)
+    path = api.finetune_teacher(limited, api.load_data(limited.data))
+    assert seen["train"] == len(api.load_data(full.data).splits["train"]) > 10
+    assert api.finetune_teacher(full, api.load_data(full.data)) == path  # one teacher for both recipes

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from safetensors import SafetensorError
@@ -35,9 +36,10 @@ from kdkit.report.environment import environment
 from kdkit.report.report import write_report
 from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
-from kdkit.students import student_from_config, student_from_teacher_layers
+from kdkit.students import student_bilstm, student_from_config, student_from_teacher_layers
 from kdkit.tasks.classification import (ClassificationData, DataCollator, first_line, load_classification_data,
                                         preview, tokenize)
+from kdkit.vocab import alignment_rate, map_ids, vocabulary_map
 
 TEACHER_MARKER = "kdkit_teacher.json"
 
@@ -50,9 +52,10 @@ class Prepared:
     data: ClassificationData
     tokenizer: Any
     teacher_tokenizer: Any
-    teacher: PreTrainedModel
+    teacher: PreTrainedModel | None  # None: a teacher-free recipe (teacher_tokenizer is then the student's)
     student: PreTrainedModel
     module: DistillationModule
+    id_map: np.ndarray | None = None  # student id -> teacher id, when token losses cross two vocabularies
 
 
 def load_data(cfg: DataConfig) -> ClassificationData:
@@ -128,12 +131,17 @@ def _hash(payload: Any) -> str:
 def finetune_teacher(recipe: Recipe, data: ClassificationData) -> str:
     """Fine-tune the recipe's teacher on its training split with CE, once; return the cached folder.
 
-    The cache key covers the teacher name, the data settings, the labels, the fine-tuning settings and the kdkit
-    version. The folder is built under a temporary name and renamed when complete, so an interrupted run is
-    never mistaken for a finished teacher.
+    The teacher always learns from the whole training split: ``data.max_train_samples`` limits the student's
+    distillation data, not the teacher (a subsampled recipe reuses the full recipe's teacher). The cache key
+    covers the teacher name, the data settings, the labels, the fine-tuning settings and the kdkit version. The
+    folder is built under a temporary name and renamed when complete, so an interrupted run is never mistaken
+    for a finished teacher.
     """
     cfg = recipe.teacher
-    key = _hash({"model": cfg.model, "data": recipe.data.model_dump(), "labels": data.label_names,
+    full = recipe.data.model_copy(update={"max_train_samples": None})
+    if recipe.data.max_train_samples:
+        data = load_data(full)
+    key = _hash({"model": cfg.model, "data": full.model_dump(), "labels": data.label_names,
                  "finetune": cfg.finetune.model_dump(), "kdkit": __version__})
     slug = "".join(c if c.isalnum() else "-" for c in f"{cfg.model}-{recipe.data.dataset or 'files'}")[-60:]
     final = cache_dir() / "teachers" / f"{slug}-{key}"
@@ -167,6 +175,15 @@ def _same_vocabulary(a, b) -> bool:
     return a is b or a.get_vocab() == b.get_vocab()
 
 
+def _student_tokenizer(name: str):
+    """The tokenizer of ``student.model`` for a random-init student in a recipe without a teacher."""
+    path = _model_config(name, "student.model")[0]
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except _LOAD_ERRORS as err:
+        raise _cannot_load("student.model", name, f"has no usable tokenizer ({first_line(err)})") from None
+
+
 def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, label_names: list[str]):
     cfg = recipe.student
     if cfg.init == "teacher_layers":
@@ -176,7 +193,11 @@ def build_student(recipe: Recipe, teacher: PreTrainedModel, teacher_tokenizer, l
         # the teacher's config keeps its attention implementation, eager when the recipe needs attention maps
         overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
                      **cfg.overrides}
-        return student_from_config(base, overrides, AutoModelForSequenceClassification), teacher_tokenizer
+        tokenizer = teacher_tokenizer if teacher_tokenizer is not None else _student_tokenizer(cfg.model)
+        return student_from_config(base, overrides, AutoModelForSequenceClassification), tokenizer
+    if cfg.init == "bilstm":
+        labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+        return student_bilstm(teacher, {**labels, **cfg.overrides}), teacher_tokenizer
     return load_classifier(cfg.model, label_names, eager=recipe.needs_attentions(), key="student.model")
 
 
@@ -199,32 +220,71 @@ def prepare(recipe: Recipe, teacher_path: str | None = None, data: Classificatio
     # built here only as a check: a bad training.extra value would otherwise surface after output_dir is written
     training_arguments(recipe.training, recipe.resolved_output_dir() / "checkpoints")
     data = data or load_data(recipe.data)
-    teacher_path = teacher_path or recipe.teacher.model
+    teacher_path = teacher_path or (recipe.teacher.model if recipe.teacher else None)
     set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the recipe's seed
-    teacher, teacher_tok = load_classifier(teacher_path, data.label_names, eager=recipe.needs_attentions(),
-                                           key="teacher.model")
+    teacher, teacher_tok = None, None
+    if teacher_path is not None:
+        teacher, teacher_tok = load_classifier(teacher_path, data.label_names, eager=recipe.needs_attentions(),
+                                               key="teacher.model")
     student, tokenizer = build_student(recipe, teacher, teacher_tok, data.label_names)
-    if not _same_vocabulary(tokenizer, teacher_tok):
-        if recipe.needs_token_alignment():
-            aligned = sorted({t.name for t in recipe.losses} & {"hidden_mse", "hidden_cosine", "attention_mse",
-                                                                 "attention_kl", "value_relation"})
-            raise ModelError(f"teacher and student vocabularies differ ({len(teacher_tok)} vs {len(tokenizer)} "
-                             f"tokens) but losses {', '.join(aligned)} compare token positions; use logit losses "
-                             f"(ce, kd, soft_ce, logit_mse) or a student with the teacher's tokenizer")
+    if teacher is None:
+        teacher_tok = tokenizer
+    id_map = None
+    if not _same_vocabulary(tokenizer, teacher_tok) and recipe.needs_token_alignment():
+        # token-level losses compare positions: the teacher reads the student's tokens, renumbered (kdkit.vocab)
+        id_map = vocabulary_map(tokenizer, teacher_tok)
     _check_generated_maps(recipe, teacher, student)
     module = DistillationModule(student, build_terms(recipe.losses, teacher, student))
-    return Prepared(recipe, data, tokenizer, teacher_tok, teacher, student, module)
+    return Prepared(recipe, data, tokenizer, teacher_tok, teacher, student, module, id_map)
 
 
 def _tokenized(prep: Prepared):
     max_length = prep.recipe.data.max_length
     splits = tokenize(prep.data.splits, prep.tokenizer, max_length)
+    if prep.id_map is not None:
+        return _mapped_teacher_ids(prep, splits)
     if prep.tokenizer is not prep.teacher_tokenizer and not _same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
         teacher_view = tokenize(prep.data.splits, prep.teacher_tokenizer, max_length, prefix="teacher_")
         for name in splits:
             for column in ("teacher_input_ids", "teacher_attention_mask"):
                 splits[name] = splits[name].add_column(column, teacher_view[name][column])
     return splits
+
+
+def _mapped_teacher_ids(prep: Prepared, splits, sample: int = 1000):
+    """Give every split ``teacher_input_ids`` = the student's ids renumbered into the teacher's vocabulary (same
+    positions, same mask), and say how often that equals the teacher tokenizer's own reading of the text."""
+    def renumber(batch: dict) -> dict:
+        return {"teacher_input_ids": [map_ids(prep.id_map, ids, prep.tokenizer) for ids in batch["input_ids"]],
+                "teacher_attention_mask": batch["attention_mask"]}
+
+    splits = splits.map(renumber, batched=True, desc="mapping token ids onto the teacher's vocabulary")
+    train = splits["train"].select(range(min(sample, len(splits["train"]))))
+    own = prep.teacher_tokenizer(list(train["text"]), truncation=True, max_length=prep.recipe.data.max_length)["input_ids"]
+    rate = alignment_rate(list(train["teacher_input_ids"]), own)
+    print(f"[kdkit] teacher reads the student's tokens renumbered into its vocabulary; on {len(train)} training "
+          f"texts the result equals the teacher tokenizer's own in {rate:.1%}")
+    return splits
+
+
+def carve_meta_split(prep: Prepared, splits) -> None:
+    """RW-KD's meta set: ``meta_fraction`` of the tokenised training split (a permutation seeded by ``data.seed``;
+    at least one example, at least one left) leaves ``splits["train"]`` and is handed to every term with a
+    ``set_meta_data`` hook. Validation and test are never touched. Nothing happens without such a term."""
+    terms = [t for t in prep.module.terms if hasattr(t, "set_meta_data")]
+    if not terms:
+        return
+    train, recipe = splits["train"], prep.recipe
+    fraction = max(t.cfg.meta_fraction for t in terms)
+    count = max(1, round(fraction * len(train)))
+    if count >= len(train):
+        raise ConfigError(f"meta_fraction {fraction} of {len(train)} training examples leaves none to train on")
+    order = np.random.default_rng(recipe.data.seed).permutation(len(train))
+    splits["train"] = train.select(np.sort(order[count:]))
+    meta = train.select(np.sort(order[:count]))
+    for term in terms:
+        term.set_meta_data(meta, _collator(prep), batch_size=recipe.training.batch_size, seed=recipe.data.seed,
+                           learning_rate=recipe.training.learning_rate)
 
 
 def _device() -> str:
@@ -297,12 +357,16 @@ def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None
     """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    if recipe.teacher is None:
+        raise ConfigError("the recipe has no teacher, so there is no teacher cache to build")
     if recipe.teacher.cache == "off":
         raise ConfigError("teacher.cache is 'off'; set it to 'auto' or a directory to build a cache")
     prep = prepare(recipe)
     if recipe.teacher.finetune:
         prep = prepare(recipe, finetune_teacher(recipe, prep.data), prep.data)
-    train = _tokenized(prep)["train"]
+    splits = _tokenized(prep)
+    carve_meta_split(prep, splits)  # the cache covers the examples distill trains on
+    train = splits["train"]
     started = time.perf_counter()
     built, reason = teacher_cache(prep, train, rebuild=rebuild)
     if built is None:
@@ -327,18 +391,21 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     """Run a recipe end to end and return the report as a dict (also written to ``output_dir``)."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    if recipe.generations is not None:
+        return distill_generations(recipe, resume=resume, overwrite=overwrite)
     out = recipe.resolved_output_dir()
     _check_output_dir(out, resume, overwrite)
     # every check that needs the models runs on the recipe's own teacher first, so a bad recipe fails in seconds,
     # before a long teacher fine-tuning and before anything is written
     prep = prepare(recipe)
-    if recipe.teacher.finetune:
+    if recipe.teacher is not None and recipe.teacher.finetune:
         with PartialState().main_process_first():  # one rank fine-tunes, the others then read the cached result
             teacher_path = finetune_teacher(recipe, prep.data)
         prep = prepare(recipe, teacher_path, prep.data)
     else:
-        teacher_path = recipe.teacher.model
+        teacher_path = recipe.teacher.model if recipe.teacher is not None else None
     tokenized = _tokenized(prep)
+    carve_meta_split(prep, tokenized)
     for term in prep.module.terms:
         if hasattr(term, "prepare"):  # a stage on the frozen teacher before distillation (Universal-KD's probes)
             with PartialState().main_process_first():  # the main rank fits and stores; the others read it back
@@ -374,7 +441,8 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
 
 
 def _names(recipe: Recipe, student) -> tuple[str, str]:
-    teacher = recipe.teacher.model + (" (fine-tuned)" if recipe.teacher.finetune else "")
+    teacher = "" if recipe.teacher is None else recipe.teacher.model + (" (fine-tuned)" if recipe.teacher.finetune
+                                                                          else "")
     return teacher, f"{num_layers(student)}-layer student ({recipe.student.init})"
 
 
@@ -393,15 +461,39 @@ def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_leng
             "n": scores["n"], "latency": latency}
 
 
+def _teacher_entry(name: str, teacher, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
+                   batch_size: int) -> dict:
+    """The teacher's evaluation, measured once per (teacher weights, tokenizer, split, settings) and read back
+    from the kdkit cache afterwards: every run of a comparison shares its teacher, and a 110M-parameter teacher
+    costs a minute per evaluation on a CPU. The entry says ``"cached": true`` when it was read back; its latency
+    was then measured by the run that wrote it."""
+    split = data.splits[cfg.split]
+    key = _hash({"teacher": fingerprint_model(teacher), "tokenizer": fingerprint_tokenizer(tokenizer),
+                 "split": cfg.split, "examples": hashlib.sha256("\x1f".join(map(str, split["text"])).encode()
+                                                                ).hexdigest(),
+                 "labels": list(split["label"]), "max_length": max_length, "batch_size": batch_size,
+                 "latency": [cfg.latency_batch_sizes, cfg.latency_repeats], "threads": torch.get_num_threads()})
+    path = cache_dir() / "evaluations" / f"{key}.json"
+    if path.is_file():
+        return {**json.loads(path.read_text()), "name": name, "cached": True}
+    entry = _model_entry(name, teacher, tokenizer, data, max_length, cfg, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, path)
+    return entry
+
+
 def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: ClassificationData, max_length: int,
                   cfg: EvaluationConfig, batch_size: int = 64, names: tuple[str, str] = ("teacher", "student")
                   ) -> dict:
-    """Accuracy, parameters and latency of both models on one split, and the derived ratios."""
+    """Accuracy, parameters and latency of both models on one split, and the derived ratios; without a teacher
+    (``None``) the result has no ``teacher`` entry."""
     with torch.inference_mode():
-        t = _model_entry(names[0], teacher, teacher_tokenizer, data, max_length, cfg, batch_size)
-        s = _model_entry(names[1], student, tokenizer, data, max_length, cfg, batch_size)
-    return {"split": cfg.split, "dm_alpha": cfg.dm_alpha, "teacher": t, "student": s,
-            "torch_threads": torch.get_num_threads()}
+        roles = {} if teacher is None else {
+            "teacher": _teacher_entry(names[0], teacher, teacher_tokenizer, data, max_length, cfg, batch_size)}
+        roles["student"] = _model_entry(names[1], student, tokenizer, data, max_length, cfg, batch_size)
+    return {"split": cfg.split, "dm_alpha": cfg.dm_alpha, **roles, "torch_threads": torch.get_num_threads()}
 
 
 def evaluate(model: str, data: DataConfig, *, teacher: str | None = None, evaluation: EvaluationConfig | None = None,
@@ -449,3 +541,112 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
         if updates:
             comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
     return comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite)
+
+
+def compare_document(sources: list[str | Path], document: str | Path, overrides: list[str] | None = None, *,
+                     title: str = "Results", preamble: str = "", overwrite: bool = False) -> Path:
+    """``kdkit compare A.yaml B.yaml --document docs/results.md``: run (or reuse) every comparison file in turn,
+    then write one markdown document with a section per comparison (see
+    :func:`kdkit.report.leaderboard.render_document`). Every file is validated before the first run trains."""
+    from kdkit.report import leaderboard as comparing
+
+    comparisons = [comparing.load_comparison(source) for source in sources]
+    sections = [(comparison, comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite))
+                for comparison in comparisons]
+    return comparing.render_document(sections, Path(document), title=title, preamble=preamble)
+
+
+# --- Born-again self-distillation over generations (Zhang & Sabuncu 2020; SPEC §5) ----------------------------------
+# Each generation is an ordinary distillation run in <output_dir>/gen-<g>; these functions only plan the runs,
+# decide which to train, resume or reuse (the rule of `kdkit compare`), and gather the per-generation table.
+
+
+def generation_recipes(recipe: Recipe) -> list[Recipe]:
+    """The ordinary recipe of every generation of a recipe with ``generations``.
+
+    Generation 0 is the recipe itself (its losses and teacher, if any). Generation g ≥ 1 keeps the data, student,
+    training and evaluation settings (so its fresh student is built and seeded exactly like generation 0's),
+    takes generation g − 1's exported student as its teacher, and trains on (1 − α)·CE + α·soft-CE with the
+    temperature on the teacher only and no T² factor. Its teacher cache follows the recipe's ``teacher.cache``
+    when that is ``off``, else ``auto``: one directory could not hold the signals of several teachers, and the
+    automatic cache is keyed by the teacher's weights, so each generation gets its own.
+    """
+    from kdkit.config import parse_recipe
+
+    gens = recipe.generations
+    out = recipe.resolved_output_dir()
+    base = recipe.model_dump(mode="json", exclude={"generations"})
+    teacher = recipe.teacher
+    recipes = []
+    for g in range(gens.count):
+        data = {**base, "name": f"{recipe.name}-gen{g}", "output_dir": str(out / f"gen-{g}")}
+        if g:
+            data["teacher"] = {"model": str(out / f"gen-{g - 1}" / "student"),
+                               "cache": "off" if teacher is not None and teacher.cache == "off" else "auto",
+                               **({"cache_top_k": teacher.cache_top_k, "cache_dense_max": teacher.cache_dense_max}
+                                  if teacher is not None else {})}
+            data["losses"] = [{"name": "ce", "weight": 1 - gens.alpha},
+                              {"name": "soft_ce", "weight": gens.alpha, "temperature": gens.temperature,
+                               "temperature_on": "teacher", "t2_scaling": False}]
+        recipes.append(parse_recipe(data))
+    return recipes
+
+
+def distill_generations(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train every generation of a born-again recipe, then write the generations table to ``output_dir``.
+
+    A generation folder made by the same recipe with a ``report.json`` is reused, one without (interrupted) is
+    resumed from its last complete checkpoint (or redone), one made by another recipe is refused unless
+    ``overwrite`` (then redone): the rule of ``kdkit compare``, which may call this with ``overwrite`` for a run
+    that has no top-level report yet, so ``overwrite`` never throws away a finished generation of the same recipe.
+    Once a generation is trained, every later one is trained again too: its teacher changed. ``resume`` needs no
+    flag here (interrupted generations always resume); it is accepted so ``--resume`` works for every recipe.
+    """
+    from kdkit.report.generations import write_report as write_generations_report
+    from kdkit.report.leaderboard import run_state
+
+    del resume  # see the docstring: resuming is decided per generation
+    out = recipe.resolved_output_dir()
+    state = PartialState()
+    plan = []
+    for gen_recipe in generation_recipes(recipe):
+        folder = gen_recipe.resolved_output_dir()
+        status = run_state(folder, recipe_to_yaml(gen_recipe))
+        if status.startswith("stale") and not overwrite:
+            raise ConfigError(f"generations: '{folder}' was made by a different recipe "
+                              f"({status.removeprefix('stale: ')}); delete it or pass --overwrite to redo it")
+        plan.append((gen_recipe, folder, status))
+    if state.is_main_process:  # written first, so an interrupted run is recognised as this recipe's (kdkit compare)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    rows, reports, retrained = [], [], False
+    for g, (gen_recipe, folder, status) in enumerate(plan):
+        if status == "finished" and not retrained:
+            report, how = json.loads((folder / "report.json").read_text()), "reused"
+        else:
+            resume_it = status == "interrupted" and not retrained and \
+                last_complete_checkpoint(folder / "checkpoints") is not None
+            how = "resumed" if resume_it else "trained"
+            print(f"[kdkit] generation {g}: {'resuming' if resume_it else 'training'} in {folder}")
+            report = distill(gen_recipe, resume=resume_it, overwrite=not resume_it and status != "new")
+            retrained = True
+        if not report:  # a non-main process of a multi-process run: the main one reports
+            continue
+        student = report["student"]
+        rows.append({"generation": g, "status": how, "dir": str(folder), "teacher_source": report.get("teacher_source"),
+                     "params": student["params"], "accuracy": student["accuracy"], "ece": student.get("ece"),
+                     "gain": student["accuracy"] - (rows[0]["accuracy"] if rows else student["accuracy"]),
+                     "latency": student.get("latency", {})})
+        reports.append(report)
+    if not state.is_main_process:
+        return {}
+    first, last = reports[0], reports[-1]
+    results = {"recipe": recipe.name, "split": last.get("split"), "dm_alpha": last.get("dm_alpha"),
+               "alpha": recipe.generations.alpha, "temperature": recipe.generations.temperature,
+               "generations": rows,
+               "student": {**last["student"], "name": f"generation {len(rows) - 1}: {last['student']['name']}"},
+               **({"teacher": first["teacher"]} if recipe.teacher is not None else {}),
+               "teacher_source": first.get("teacher_source"), "student_dir": last.get("student_dir"),
+               "torch_threads": last.get("torch_threads")}
+    write_generations_report(out, results)
+    return results

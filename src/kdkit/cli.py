@@ -29,10 +29,11 @@ SET_HELP = "Override a recipe key, e.g. --set training.epochs=1 --set losses.0.w
 
 
 def _print_report(report: dict) -> None:
+    from kdkit.report import generations
     from kdkit.report.report import render_markdown
 
     if report:  # empty on the non-main processes of a multi-process run
-        print(render_markdown(report))
+        print((generations.render_markdown if "generations" in report else render_markdown)(report))
 
 
 @app.command()
@@ -109,7 +110,11 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
             name: Optional[str] = typer.Option(None, help="The comparison's name (title, default folder)."),
             alpha: Optional[float] = typer.Option(None, help="α of the distillation metric (default 0.5)."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Redo runs whose folder holds a different "
-                                                                      "recipe.")) -> None:
+                                                                      "recipe."),
+            document: Optional[str] = typer.Option(None, help="With several comparison files: also write one "
+                                                              "markdown document of all their leaderboards here."),
+            preamble: Optional[str] = typer.Option(None, help="With --document: a markdown file whose text "
+                                                              "opens the document.")) -> None:
     """Run recipes × seeds (finished runs are reused) and write leaderboard.md/.html/.json and pareto.png."""
     from kdkit import api
     from kdkit.errors import ConfigError
@@ -123,6 +128,17 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
         seed_list = [int(part) for item in seeds for part in item.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"--seeds {' '.join(seeds)}: seeds are integers, e.g. --seeds 0 1 2") from None
+    if document is not None:
+        not_comparisons = [item for item in sources if not is_comparison_file(item)]
+        if not_comparisons:
+            raise ConfigError(f"compare --document: '{not_comparisons[0]}' is not a comparison file (one with "
+                              f"'runs' or 'grid'); --document gathers comparison files")
+        if preamble is not None and not Path(preamble).is_file():
+            raise ConfigError(f"compare --preamble: '{preamble}' is not a file")
+        text = Path(preamble).read_text(encoding="utf-8") if preamble else ""
+        path = api.compare_document(sources, document, set_, preamble=text, overwrite=overwrite)
+        print(f"written: {path}")
+        return
     if len(sources) == 1 and is_comparison_file(sources[0]):
         source = sources[0]
     else:

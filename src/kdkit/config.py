@@ -94,8 +94,9 @@ class TrainConfig(_Strict):
 class TeacherConfig(_Strict):
     """The teacher: a named offline model, a local folder or a hub id.
 
-    With ``finetune`` the teacher is first fine-tuned on the recipe's training split (plain CE) and the result is
-    cached under the kdkit cache directory, keyed by the model, the data and the fine-tuning settings.
+    With ``finetune`` the teacher is first fine-tuned on the recipe's whole training split (plain CE; a
+    ``data.max_train_samples`` limit applies to the student only) and the result is cached under the kdkit cache
+    directory, keyed by the model, the data and the fine-tuning settings.
 
     ``cache`` says where the teacher's signals come from during distillation: ``auto`` (default) runs the teacher
     once over the training split and reads its outputs from a cache keyed by the teacher's weights, the tokenizer,
@@ -117,9 +118,11 @@ class StudentConfig(_Strict):
     - ``teacher_layers``: a copy of the teacher keeping the blocks in ``layers`` (0-based), DistilBERT-style.
     - ``config``: random init from the config of ``model`` (default: the teacher's) with ``overrides``.
     - ``pretrained``: load ``model`` as it is (its own tokenizer may differ from the teacher's).
+    - ``bilstm``: a BiLSTM classifier over the teacher's tokenizer (cross-architecture, e.g. for Universal-KD);
+      ``overrides`` hold its shape and ``embedding: teacher|random`` (see kdkit.students.student_bilstm).
     """
 
-    init: Literal["teacher_layers", "config", "pretrained"] = "teacher_layers"
+    init: Literal["teacher_layers", "config", "pretrained", "bilstm"] = "teacher_layers"
     layers: list[int] | None = None
     model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -132,6 +135,9 @@ class StudentConfig(_Strict):
             raise ValueError("student.init 'pretrained' needs student.model")
         if self.init == "config" and not self.overrides:
             raise ValueError("student.init 'config' needs student.overrides, e.g. {num_hidden_layers: 4}")
+        if self.init == "bilstm" and (self.layers or self.model):
+            raise ValueError("student.init 'bilstm' reads only student.overrides (e.g. {hidden_size: 256, "
+                             "num_hidden_layers: 2, embedding: teacher}), not student.layers or student.model")
         return self
 
 
@@ -267,14 +273,40 @@ class WordAngleLoss(RelationLoss):
     window: int = Field(21, ge=3)
 
 
+class RWKDLoss(_Term):
+    """RW-KD (Lu et al. 2021): per-sample L_i = (1 − λ_i)·CE_i + λ_i·T²·KL(σ(z_t/T) ‖ σ(z_s/T)), λ_i ∈ [0, 1]
+    learned on a meta split carved from the training data. It replaces ``ce`` and ``kd`` (it contains both).
+
+    ``variant``: ``meta_net`` (a small MLP on per-sample [CE, KD, teacher confidence, teacher p(y)], trained by
+    Adam at ``meta_lr`` on the look-ahead meta-gradient; ``meta_hidden`` units) or ``l2rw`` (Ren et al. 2018:
+    λ from the clamped negative meta-gradient of per-sample perturbation weights, recomputed every batch).
+    ``virtual_lr``: the virtual SGD step of the look-ahead (null = ``training.learning_rate``). ``meta_fraction``
+    of the training split (by ``data.seed``) becomes the meta set and leaves training; ``meta_batch_size`` (null
+    = ``training.batch_size``); a meta step every ``meta_every`` training batches (λ from the current network in
+    between; with ``l2rw``, λ = 0.5 in between). See docs/rwkd.md."""
+
+    name: Literal["rwkd"]
+    temperature: float = Field(2.0, gt=0)
+    t2_scaling: bool = True
+    variant: Literal["meta_net", "l2rw"] = "meta_net"
+    meta_lr: float = Field(1e-3, gt=0)
+    meta_hidden: int = Field(16, gt=0)
+    virtual_lr: float | None = Field(None, gt=0)
+    meta_fraction: float = Field(0.1, gt=0, lt=1)
+    meta_batch_size: int | None = Field(None, gt=0)
+    meta_every: int = Field(1, gt=0)
+
+
 LossConfig = Annotated[
     Union[CELoss, KDLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, ValueRelationLoss, UniversalKDLoss,
-          LabelSmoothingLoss, ConfidencePenaltyLoss, BetaSmoothingLoss, RelationLoss, WordAngleLoss],
+          LabelSmoothingLoss, ConfidencePenaltyLoss, BetaSmoothingLoss, RelationLoss, WordAngleLoss,
+          RWKDLoss],
     Field(discriminator="name"),
 ]
 LOSS_NAMES = ("ce", "kd", "soft_ce", "logit_mse", "hidden_mse", "hidden_cosine", "pkd", "attention_mse",
               "attention_kl", "value_relation", "universal_kd",
-              "label_smoothing", "confidence_penalty", "beta_smoothing", "wr_pair", "wr_angle", "ltr_pair", "ltr_angle")
+              "label_smoothing", "confidence_penalty", "beta_smoothing", "wr_pair", "wr_angle", "ltr_pair", "ltr_angle",
+              "rwkd")
 TOKEN_ALIGNED_LOSSES = frozenset({"hidden_mse", "hidden_cosine", "attention_mse", "attention_kl", "value_relation",
                                   "wr_pair", "wr_angle", "ltr_pair", "ltr_angle"})
 
@@ -288,18 +320,76 @@ class EvaluationConfig(_Strict):
     dm_alpha: float = Field(0.5, ge=0, le=1)
 
 
+# losses that never read the teacher: a recipe with only these may leave the teacher out
+TEACHER_FREE_LOSSES = frozenset({"ce", "label_smoothing", "confidence_penalty", "beta_smoothing"})
+
+
+class GenerationsConfig(_Strict):
+    """Born-again self-distillation over generations (Zhang & Sabuncu 2020; Furlanello et al. 2018).
+
+    Generation 0 is the recipe itself (its ``losses``, and its teacher if it has one; the paper's plain CE is
+    ``losses: [{name: ce}]``). Generation g = 1 … ``count`` − 1 trains a fresh student, built as ``student`` says,
+    on (1 − ``alpha``)·CE(y) + ``alpha``·soft-CE(σ(z_{g−1}/``temperature``)) with generation g − 1's exported
+    student as the teacher; the temperature divides the teacher's logits only (student at T = 1) and there is no
+    T² factor, as in the paper's formula. Each generation is an ordinary run in ``<output_dir>/gen-<g>``.
+    """
+
+    count: int = Field(3, ge=2, le=100)
+    alpha: float = Field(0.4, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
+
+
 class Recipe(_Strict):
-    """A complete distillation run."""
+    """A complete distillation run.
+
+    ``teacher`` may be left out (or null) when no loss reads it and the student does not need it (``student.init``
+    ``pretrained``, or ``config`` with ``student.model``): only the student is trained and reported.
+    ``generations`` turns the run into born-again self-distillation (see :class:`GenerationsConfig`).
+    """
 
     name: str = "distill"
     task: Literal["classification"] = "classification"
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = None
     student: StudentConfig
     losses: list[LossConfig] = Field(min_length=1)
     training: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_dir: str | None = None
+    generations: GenerationsConfig | None = None
+
+    @model_validator(mode="after")
+    def _teacher_given_where_needed(self) -> "Recipe":
+        # ConfigError, not ValueError: pydantic would file a ValueError under the whole recipe, not under a key
+        free = ", ".join(sorted(TEACHER_FREE_LOSSES))
+        if self.teacher is None:
+            for i, term in enumerate(self.losses):
+                if term.name not in TEACHER_FREE_LOSSES:
+                    raise ConfigError(f"recipe key 'teacher' is missing but losses[{i}] '{term.name}' reads the "
+                                      f"teacher; give teacher.model or use only teacher-free losses ({free})")
+            if self.student_needs_teacher():
+                raise ConfigError(f"recipe key 'teacher' is missing but student.init '{self.student.init}' builds "
+                                  f"the student from the teacher; give teacher.model, or use student.init "
+                                  f"'pretrained' (or 'config' with student.model)")
+        if self.generations is not None and self.student_needs_teacher():
+            raise ConfigError(f"recipe key 'generations': every generation has another teacher, so the student "
+                              f"must be built without one, not with student.init '{self.student.init}'; use "
+                              f"'pretrained' (or 'config' with student.model)")
+        return self
+
+    @model_validator(mode="after")
+    def _bilstm_has_no_attention(self) -> "Recipe":
+        if self.student.init == "bilstm":
+            for i, term in enumerate(self.losses):
+                if term.name in ("attention_mse", "attention_kl", "value_relation"):
+                    raise ConfigError(f"recipe key 'losses[{i}]': '{term.name}' compares attention, but a BiLSTM "
+                                      f"student (student.init 'bilstm') has none; use logit, hidden-state, relation "
+                                      f"or universal_kd losses")
+        return self
+
+    def student_needs_teacher(self) -> bool:
+        return self.student.init in ("teacher_layers", "bilstm") or (self.student.init == "config"
+                                                                      and not self.student.model)
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.name}")
@@ -343,7 +433,7 @@ def _one_line(err: ValidationError) -> str:
 
 def _valid_keys_hint(loc: tuple) -> str:
     section = {"data": DataConfig, "teacher": TeacherConfig, "student": StudentConfig, "training": TrainConfig,
-               "evaluation": EvaluationConfig}
+               "evaluation": EvaluationConfig, "generations": GenerationsConfig}
     if len(loc) == 1:
         model = Recipe
     elif loc[0] == "losses" and len(loc) >= 3:
@@ -353,7 +443,8 @@ def _valid_keys_hint(loc: tuple) -> str:
                  "universal_kd": UniversalKDLoss,
                  "label_smoothing": LabelSmoothingLoss, "confidence_penalty": ConfidencePenaltyLoss,
                  "beta_smoothing": BetaSmoothingLoss, "wr_pair": RelationLoss, "wr_angle": WordAngleLoss,
-                 "ltr_pair": RelationLoss, "ltr_angle": RelationLoss}.get(loc[2])
+                 "ltr_pair": RelationLoss, "ltr_angle": RelationLoss,
+                 "rwkd": RWKDLoss}.get(loc[2])
     elif loc[0] == "teacher" and len(loc) >= 3 and loc[1] == "finetune":
         model = TrainConfig
     else:

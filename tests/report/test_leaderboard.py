@@ -127,3 +127,44 @@ def test_leaderboard_statistics_and_pareto_front_by_hand():
     assert small["latency_ms"]["1"] == pytest.approx(20.0)
     assert small["dm"] == pytest.approx(distillation_metric(10, 100, 0.7, 0.8, 0.5))
     assert teacher["pareto"] and small["pareto"] and not big["pareto"]
+
+
+def _seeds(*accuracies, params=10):
+    return [{"seed": s, "status": "trained", "dir": "", "report": _report(a, params=params)}
+            for s, a in enumerate(accuracies)]
+
+
+def test_baseline_difference_and_its_standard_error_by_hand():
+    results = {"kd": _seeds(0.70, 0.72, 0.74), "ckd": _seeds(0.73, 0.75, 0.74), "one-seed": _seeds(0.60)}
+    board = leaderboard(results, alpha=0.5, baseline="kd")
+    rows = {row["run"]: row for row in board["rows"]}
+    assert rows["ckd"]["delta"] == pytest.approx(0.74 - 0.72)
+    # s_ckd = 0.01, s_kd = 0.02, n = 3 each: sqrt(0.01²/3 + 0.02²/3)
+    assert rows["ckd"]["delta_std"] == pytest.approx(((0.01 ** 2 + 0.02 ** 2) / 3) ** 0.5)
+    assert rows["kd"]["delta"] == 0 and rows["one-seed"]["delta_std"] is None
+    assert rows["teacher: m"]["delta"] is None
+    assert leaderboard(results)["rows"][1]["delta"] is None  # no baseline, no differences
+
+
+def test_baseline_must_name_a_run(tiny_recipe):
+    with pytest.raises(ConfigError, match="baseline 'kd' is not a run"):
+        parse_comparison({"runs": [{"name": "ce", "recipe": tiny_recipe}], "baseline": "kd"})
+
+
+def test_document_gathers_comparisons_with_their_baseline_verdicts(tiny_recipe, tmp_path):
+    cmp = _comparison(tiny_recipe, tmp_path)
+    cmp.update(seeds=[0], baseline="ce-only", description="Tiny models, **two** runs.")
+    path = tmp_path / "docs" / "results.md"
+    (tmp_path / "cmp.yaml").write_text(__import__("yaml").safe_dump(cmp))
+    written = api.compare_document([tmp_path / "cmp.yaml"], path, preamble="Made by one command.")
+    text = written.read_text()
+    assert text.startswith("# Results") and "Made by one command." in text and "## tiny-compare" in text
+    assert "Tiny models, **two** runs." in text and "Δ vs ce-only (pp)" in text and "ECE (%)" in text
+    board = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
+    kd = next(row for row in board["rows"] if row["run"] == "kd-t2")
+    line = next(line for line in text.splitlines() if line.startswith("Above ce-only:"))
+    above, not_above = line.split(" Not above ce-only: ")
+    assert f"kd-t2 ({100 * kd['delta']:+.2f} pp)" in (above if kd["delta"] > 0 else not_above)
+    with Image.open(tmp_path / "docs" / "results" / "tiny-compare.png") as image:
+        assert image.format == "PNG"
+    assert "](results/tiny-compare.png)" in text

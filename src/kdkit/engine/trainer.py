@@ -9,7 +9,7 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
 - a teacher signal source (:class:`~kdkit.signals.LiveTeacher`) kept outside the trained module, so it is not
   optimised, not wrapped by DDP and not saved in checkpoints;
 - per-term logging: every term's (unweighted) value is averaged over the logging window and logged as
-  ``loss_<term>`` beside the Trainer's ``loss``;
+  ``loss_<term>`` beside the Trainer's ``loss``, with whatever a term's ``extra_logs()`` reports (RW-KD's λ);
 - numerical faults: a NaN or infinite term stops the run with a message naming the term and the step, before
   its update is applied or saved (or, with ``nonfinite="skip"``, the batch adds no gradient);
 - atomic checkpoints: each ``checkpoint-N`` is written under a staging name and renamed into place when complete,
@@ -242,6 +242,8 @@ class DistillationTrainer(Trainer):
                     logs[f"loss_{name}"] = round(total / steps, 6)
             if self.args.nonfinite == "skip":
                 logs["skipped_batches"] = int(skipped)
+            for term in self.accelerator.unwrap_model(self.model).terms:
+                logs.update(term.extra_logs())  # this process's window (e.g. RW-KD's λ statistics)
             self._term_sum, self._term_steps, self._skipped = None, 0, 0
             # throughput of the logging window (all processes), beside the Trainer's whole-run figure at the end
             now, step = time.perf_counter(), self.state.global_step

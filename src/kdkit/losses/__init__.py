@@ -8,12 +8,23 @@ from kdkit.losses._reduce import reduce_loss
 from kdkit.losses.attention import attention_kl, attention_score_mse, value_relation_kl
 from kdkit.losses.hidden import Projection, hidden_cosine, hidden_mse, pkd_loss
 from kdkit.losses.logits import cross_entropy, hinton_kd, kl_divergence, logit_mse, soft_cross_entropy
+from kdkit.losses.reweighting import (LambdaNet, MetaAdam, l2rw_gradients, l2rw_lambda, lookahead_meta_loss,
+                                     meta_net_gradient, per_sample_ce_kd, reweighted_loss, rwkd_features)
 from kdkit.losses.relation import layer_relation_angle, layer_relation_pair, word_relation_angle, word_relation_pair
 from kdkit.losses.smoothing import (beta_smoothing_targets, confidence_penalty, label_smoothing_targets,
                                     soft_target_cross_entropy)
 from kdkit.losses.universal import ProbeSet, universal_kd
 
 __all__ = [
+    "LambdaNet",
+    "MetaAdam",
+    "l2rw_gradients",
+    "l2rw_lambda",
+    "lookahead_meta_loss",
+    "meta_net_gradient",
+    "per_sample_ce_kd",
+    "reweighted_loss",
+    "rwkd_features",
     "ProbeSet",
     "Projection",
     "attention_kl",

@@ -9,7 +9,8 @@ run and seed trains and is scored on the same splits. The leaderboard then aggre
 files: student accuracy mean ± sample standard deviation (n − 1; blank for one seed), the teacher's accuracy,
 student parameters, median latency over seeds, median speedup over seeds (each seed's speedup is a ratio of two
 timings taken in the same process, so it is steadier than a ratio of medians), and the distillation metric
-(Alkhulaifi et al., 2021) at the comparison's α from the mean accuracies. Files: ``leaderboard.md``,
+(Alkhulaifi et al., 2021) at the comparison's α from the mean accuracies. A teacher-free run (label smoothing,
+Beta smoothing, ...) has no teacher row and blank teacher columns. Files: ``leaderboard.md``,
 ``leaderboard.html``, ``leaderboard.json`` and ``pareto.png`` (parameters vs accuracy with error bars and the
 Pareto front).
 
@@ -82,7 +83,9 @@ class Comparison(_Strict):
     """
 
     name: str = "compare"
+    description: str | None = None
     output_dir: str | None = None
+    baseline: str | None = None
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     alpha: float = Field(0.5, ge=0, le=1)
     set: list[str] = Field(default_factory=list)
@@ -96,6 +99,8 @@ class Comparison(_Strict):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"'seeds' repeats a seed: {self.seeds}")
         names = [run.name for run in self.expanded_runs()]
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline '{self.baseline}' is not a run; runs: {', '.join(names)}")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"run names must be unique; repeated: {', '.join(duplicates)}")
@@ -244,6 +249,8 @@ def _common_batch_sizes(reports: list[dict]) -> list[str]:
     sizes = None
     for report in reports:
         for role in ("teacher", "student"):
+            if report.get(role) is None:  # a teacher-free run
+                continue
             here = set(report[role].get("latency", {}))
             sizes = here if sizes is None else sizes & here
     return sorted(sizes or (), key=int)
@@ -253,15 +260,19 @@ def _latency_ms(entries: list[dict], sizes: list[str]) -> dict[str, float]:
     return {b: 1e3 * statistics.median(e["latency"][b]["median_s"] for e in entries) for b in sizes}
 
 
-def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5) -> dict:
+def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: str | None = None) -> dict:
     """Aggregate per-seed reports into rows: one per teacher (by ``teacher_source``), then the runs sorted by mean
     student accuracy (best first). ``pareto`` marks rows that no other row beats on both fewer-or-equal
-    parameters and higher-or-equal accuracy (strictly on one)."""
+    parameters and higher-or-equal accuracy (strictly on one). With a ``baseline`` run, each student row also
+    gets ``delta`` = its mean accuracy minus the baseline's and ``delta_std`` = √(s²/n + s_b²/n_b), the standard
+    error of that difference (None unless both runs have several seeds)."""
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
     teachers: dict[str, list[dict]] = {}
     for item in (item for items in results.values() for item in items):
         report = item["report"]
+        if report.get("teacher") is None:
+            continue
         teachers.setdefault(str(report.get("teacher_source", report["teacher"]["name"])), []).append(item)
     rows = []
     for source, items in teachers.items():
@@ -271,6 +282,8 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5) -> dict:
         rows.append({"run": f"teacher: {reports[0]['teacher']['name']}", "role": "teacher", "teacher": source,
                      "n": len({item["seed"] for item in items}), "evaluations": len(reports),
                      "accuracy_mean": mean, "accuracy_std": std, "teacher_accuracy": mean,
+                     "ece_mean": statistics.fmean(r["teacher"]["ece"] for r in reports)
+                     if all("ece" in r["teacher"] for r in reports) else None, "delta": None, "delta_std": None,
                      "params": reports[0]["teacher"]["params"],
                      "latency_ms": _latency_ms([r["teacher"] for r in reports], sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
@@ -278,33 +291,45 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5) -> dict:
     for name, items in results.items():
         reports = [item["report"] for item in items]
         mean, std = _mean_std([r["student"]["accuracy"] for r in reports])
-        teacher_mean = statistics.fmean(r["teacher"]["accuracy"] for r in reports)
-        params, teacher_params = reports[0]["student"]["params"], reports[0]["teacher"]["params"]
+        params = reports[0]["student"]["params"]
+        paired = [r for r in reports if r.get("teacher") is not None]  # all or none: one recipe per run
+        teacher_mean = statistics.fmean(r["teacher"]["accuracy"] for r in paired) if paired else None
+        teacher_params = paired[0]["teacher"]["params"] if paired else None
         students.append({
-            "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source", "")),
+            "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source") or ""),
             "n": len(reports), "seeds": [item["seed"] for item in items],
             "status": {str(item["seed"]): item["status"] for item in items},
             "dirs": [item["dir"] for item in items],
             "accuracy_mean": mean, "accuracy_std": std, "accuracy": [r["student"]["accuracy"] for r in reports],
+            "ece_mean": statistics.fmean(r["student"]["ece"] for r in reports)
+            if all("ece" in r["student"] for r in reports) else None,
             "teacher_accuracy": teacher_mean, "params": params,
             "latency_ms": _latency_ms([r["student"] for r in reports], sizes),
             "speedup": {b: statistics.median(r["teacher"]["latency"][b]["median_s"]
-                                             / r["student"]["latency"][b]["median_s"] for r in reports)
-                        for b in sizes},
-            "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean > 0
-            else None})
+                                             / r["student"]["latency"][b]["median_s"] for r in paired)
+                        for b in sizes} if paired else {},
+            "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None})
     students.sort(key=lambda row: -row["accuracy_mean"])
+    base = next((row for row in students if row["run"] == baseline), None)
+    for row in students:
+        row["delta"] = row["accuracy_mean"] - base["accuracy_mean"] if base else None
+        both = base is not None and row["accuracy_std"] is not None and base["accuracy_std"] is not None
+        row["delta_std"] = math.sqrt(row["accuracy_std"] ** 2 / row["n"] + base["accuracy_std"] ** 2 / base["n"]) \
+            if both else None
     rows += students
     for row in rows:
         row["pareto"] = not any(
             other is not row and other["params"] <= row["params"] and other["accuracy_mean"] >= row["accuracy_mean"]
             and (other["params"] < row["params"] or other["accuracy_mean"] > row["accuracy_mean"]) for other in rows)
-    return {"alpha": alpha, "batch_sizes": [int(b) for b in sizes], "std": "sample (n-1)", "rows": rows}
+    return {"alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes], "std": "sample (n-1)",
+            "rows": rows}
 
 
 def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     sizes = [str(b) for b in board["batch_sizes"]]
-    header = (["run", "seeds", "accuracy (%)", "teacher acc. (%)", "params (M)"]
+    baseline = board.get("baseline")
+    header = (["run", "seeds", "accuracy (%)"] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
+              + ["ECE (%)", "teacher acc. (%)", "params (M)"]
               + [f"latency b{b} (ms)" for b in sizes] + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
     body = []
@@ -312,16 +337,25 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
         accuracy = f"{100 * row['accuracy_mean']:.2f}"
         if row["accuracy_std"] is not None:
             accuracy += f" ± {100 * row['accuracy_std']:.2f}"
-        body.append([row["run"], str(row["n"]), accuracy, f"{100 * row['teacher_accuracy']:.2f}",
-                     f"{row['params'] / 1e6:.3f}"]
-                    + [f"{row['latency_ms'][b]:.2f}" for b in sizes] + [f"{row['speedup'][b]:.2f}x" for b in sizes]
+        teacher = "—" if row["teacher_accuracy"] is None else f"{100 * row['teacher_accuracy']:.2f}"
+        delta = []
+        if baseline:
+            delta = ["—" if row.get("delta") is None else f"{100 * row['delta']:+.2f}"
+                     + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")]
+        ece = "—" if row.get("ece_mean") is None else f"{100 * row['ece_mean']:.2f}"
+        body.append([row["run"], str(row["n"]), accuracy, *delta, ece, teacher, f"{row['params'] / 1e6:.3f}"]
+                    + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
+                    + [f"{row['speedup'][b]:.2f}x" if b in row["speedup"] else "—" for b in sizes]
                     + ["—" if row["dm"] is None else f"{row['dm']:.3f}", "yes" if row["pareto"] else ""])
     return header, body
 
 
 _NOTE = ("Accuracy: mean ± sample standard deviation (n − 1) over seeds. Latency: median over seeds of each run's "
          "median forward-pass time; speedup: median over seeds of teacher/student latency. DM = α·params_s/params_t "
-         "+ (1−α)·(1 − acc_s/acc_t) from the mean accuracies (Alkhulaifi et al., 2021); lower is better.")
+         "+ (1−α)·(1 − acc_s/acc_t) from the mean accuracies (Alkhulaifi et al., 2021); lower is better. "
+         "Δ: difference of mean accuracies to the baseline run, in percentage points, ± the standard error of that "
+         "difference √(s²/n + s_b²/n_b) when both runs have several seeds. ECE: expected calibration error "
+         "(15 equal-width confidence bins), mean over seeds.")
 
 
 def render_markdown(board: dict, title: str = "Leaderboard") -> str:
@@ -389,11 +423,54 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _versus_baseline(board: dict) -> str:
+    """One sentence per direction: which runs beat the baseline's mean accuracy, which did not, by how much."""
+    baseline = board.get("baseline")
+    rows = [r for r in board["rows"] if r["role"] == "student" and r["run"] != baseline and r["delta"] is not None]
+    if not baseline or not rows:
+        return ""
+
+    def item(row: dict) -> str:
+        spread = "" if row["delta_std"] is None else f" ± {100 * row['delta_std']:.2f}"
+        return f"{row['run']} ({100 * row['delta']:+.2f}{spread} pp)"
+
+    above = [item(r) for r in rows if r["delta"] > 0]
+    below = [item(r) for r in rows if r["delta"] <= 0]
+    return (f"Above {baseline}: {', '.join(above) or 'none'}. "
+            f"Not above {baseline}: {', '.join(below) or 'none'}.")
+
+
+def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: str = "Results",
+                    preamble: str = "") -> Path:
+    """One markdown document for several comparisons (``kdkit compare A.yaml B.yaml --document docs/results.md``):
+    per comparison its description, leaderboard table, the runs above/below its baseline and its Pareto plot
+    (copied next to the document as ``<stem>/<name>.png``)."""
+    path = Path(path)
+    figures = path.parent / path.stem
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", ""] + ([preamble.strip(), ""] if preamble.strip() else [])
+    for comparison, board in sections:
+        header, body = _table(board)
+        png = figures / f"{_folder_name(comparison.name)}.png"
+        plot_pareto(board, png, comparison.name)
+        lines += [f"## {comparison.name}", ""]
+        if comparison.description:
+            lines += [comparison.description.strip(), ""]
+        lines += ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]] + [""]
+        versus = _versus_baseline(board)
+        if versus:
+            lines += [versus, ""]
+        lines += [f"![{comparison.name}: parameters vs accuracy]({figures.name}/{png.name})", ""]
+    lines += [_NOTE, ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
 def compare(comparison: Comparison, distill: Callable[..., dict], *, overrides: list[str] | None = None,
             overwrite: bool = False) -> dict:
     """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict."""
     results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite)
-    board = leaderboard(results, comparison.alpha)
+    board = leaderboard(results, comparison.alpha, comparison.baseline)
     out = comparison.resolved_output_dir()
     paths = write_leaderboard(out, board, comparison.name)
     return {"name": comparison.name, **board, "files": {k: str(v) for k, v in paths.items()}}
