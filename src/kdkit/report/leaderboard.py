@@ -279,6 +279,8 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
         # the teacher is measured once per (run, seed); all of those evaluations go into its row
         reports = [item["report"] for item in items]
         mean, std = _mean_std([r["teacher"]["accuracy"] for r in reports])
+        if len({r["teacher"]["accuracy"] for r in reports}) == 1:
+            std = None  # one model scored identically by every run: no spread to show
         rows.append({"run": f"teacher: {reports[0]['teacher']['name']}", "role": "teacher", "teacher": source,
                      "n": len({item["seed"] for item in items}), "evaluations": len(reports),
                      "accuracy_mean": mean, "accuracy_std": std, "teacher_accuracy": mean,

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up (if needed) and make docs/results.md: the dev-tuning grids, then each comparison, in one `kdkit compare`.
+# Finished runs under runs/results and runs/tuning are reused, so an interrupted call picks up where it stopped.
+# Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+if [ "$#" -eq 0 ]; then
+  set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \
+         experiments/tune_minilm_narrow_bbc.yaml experiments/compare_minilm_narrow_bbc.yaml \
+         experiments/tune_mpnet_minilm_rt.yaml experiments/compare_mpnet_minilm_rt.yaml \
+         experiments/tune_mpnet_minilm_bbc.yaml experiments/compare_mpnet_minilm_bbc.yaml
+fi
+exec .venv/bin/kdkit compare "$@" --document docs/results.md --preamble experiments/results_preamble.md
