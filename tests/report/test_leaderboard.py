@@ -168,3 +168,5 @@ def test_document_gathers_comparisons_with_their_baseline_verdicts(tiny_recipe, 
     with Image.open(tmp_path / "docs" / "results" / "tiny-compare.png") as image:
         assert image.format == "PNG"
     assert "](results/tiny-compare.png)" in text
+    stored = json.loads((tmp_path / "docs" / "results" / "tiny-compare.json").read_text())
+    assert [r["run"] for r in stored["rows"]] == [r["run"] for r in board["rows"]]

@@ -446,7 +446,7 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
                     preamble: str = "") -> Path:
     """One markdown document for several comparisons (``kdkit compare A.yaml B.yaml --document docs/results.md``):
     per comparison its description, leaderboard table, the runs above/below its baseline and its Pareto plot
-    (copied next to the document as ``<stem>/<name>.png``)."""
+    (next to the document as ``<stem>/<name>.png``, with the leaderboard's numbers as ``<stem>/<name>.json``)."""
     path = Path(path)
     figures = path.parent / path.stem
     figures.mkdir(parents=True, exist_ok=True)
@@ -455,6 +455,9 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         header, body = _table(board)
         png = figures / f"{_folder_name(comparison.name)}.png"
         plot_pareto(board, png, comparison.name)
+        # the numbers behind the table (per-seed accuracies, run folders), kept beside the document
+        png.with_suffix(".json").write_text(json.dumps({"name": comparison.name, **{
+            k: v for k, v in board.items() if k != "files"}}, indent=2, default=_json_default) + "\n")
         lines += [f"## {comparison.name}", ""]
         if comparison.description:
             lines += [comparison.description.strip(), ""]
