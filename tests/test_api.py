@@ -89,8 +89,8 @@ def test_cache_refuses_recipes_it_cannot_serve(tiny_recipe):
 
 
 def test_teacher_evaluation_is_measured_once_and_read_back(tiny_recipe, tiny_teacher):
-    """Every run of a comparison shares its teacher: its accuracy and latency come from the cache after the
-    first run, and a different teacher (other weights) is measured anew."""
+    """Every run of a comparison shares its teacher: its accuracy comes from the cache after the first run (its
+    latency is timed again, so speedups stay same-process ratios), and other weights are scored anew."""
     from kdkit.config import load_recipe
 
     recipe = load_recipe(tiny_recipe)
@@ -99,7 +99,8 @@ def test_teacher_evaluation_is_measured_once_and_read_back(tiny_recipe, tiny_tea
     first = api.evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, *args)
     second = api.evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, *args)
     assert "cached" not in first["teacher"] and second["teacher"]["cached"] is True
-    assert second["teacher"]["latency"] == first["teacher"]["latency"]
+    assert second["teacher"]["latency"].keys() == first["teacher"]["latency"].keys()
+    assert second["teacher"]["latency"] != first["teacher"]["latency"]  # timed again, not read back
     assert second["teacher"]["accuracy"] == first["teacher"]["accuracy"]
     assert "cached" not in second["student"]  # the student is always measured
     with torch.no_grad():
