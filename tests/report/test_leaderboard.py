@@ -141,7 +141,8 @@ def test_baseline_difference_and_its_standard_error_by_hand():
     assert rows["ckd"]["delta"] == pytest.approx(0.74 - 0.72)
     # s_ckd = 0.01, s_kd = 0.02, n = 3 each: sqrt(0.01²/3 + 0.02²/3)
     assert rows["ckd"]["delta_std"] == pytest.approx(((0.01 ** 2 + 0.02 ** 2) / 3) ** 0.5)
-    assert rows["kd"]["delta"] == 0 and rows["one-seed"]["delta_std"] is None
+    assert rows["kd"]["delta"] == 0 and rows["kd"]["delta_std"] is None  # no error bar against itself
+    assert rows["one-seed"]["delta_std"] is None
     assert rows["teacher: m"]["delta"] is None
     assert leaderboard(results)["rows"][1]["delta"] is None  # no baseline, no differences
 

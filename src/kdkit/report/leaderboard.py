@@ -265,7 +265,7 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     student accuracy (best first). ``pareto`` marks rows that no other row beats on both fewer-or-equal
     parameters and higher-or-equal accuracy (strictly on one). With a ``baseline`` run, each student row also
     gets ``delta`` = its mean accuracy minus the baseline's and ``delta_std`` = √(s²/n + s_b²/n_b), the standard
-    error of that difference (None unless both runs have several seeds)."""
+    error of that difference (None unless both runs have several seeds, and for the baseline itself)."""
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
     teachers: dict[str, list[dict]] = {}
@@ -315,7 +315,8 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     base = next((row for row in students if row["run"] == baseline), None)
     for row in students:
         row["delta"] = row["accuracy_mean"] - base["accuracy_mean"] if base else None
-        both = base is not None and row["accuracy_std"] is not None and base["accuracy_std"] is not None
+        both = (base is not None and row is not base
+                and row["accuracy_std"] is not None and base["accuracy_std"] is not None)
         row["delta_std"] = math.sqrt(row["accuracy_std"] ** 2 / row["n"] + base["accuracy_std"] ** 2 / base["n"]) \
             if both else None
     rows += students
