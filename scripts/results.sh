@@ -9,7 +9,8 @@ if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \
          experiments/tune_minilm_narrow_bbc.yaml experiments/compare_minilm_narrow_bbc.yaml \
          experiments/compare_bilstm_rt.yaml \
-         experiments/tune_mpnet_minilm_rt.yaml experiments/compare_mpnet_minilm_rt.yaml \
+         experiments/tune_mpnet_minilm_rt.yaml experiments/tune_mpnet_minilm_rt_aux.yaml \
+         experiments/compare_mpnet_minilm_rt.yaml \
          experiments/tune_mpnet_minilm_bbc.yaml experiments/compare_mpnet_minilm_bbc.yaml
 fi
 exec .venv/bin/kdkit compare "$@" --document docs/results.md --preamble experiments/results_preamble.md
