@@ -35,8 +35,10 @@ class EpochTimer(TrainerCallback):
 
 
 def _epoch(pair: common.Pair, teacher_source, with_kd: bool, options: common.Options) -> float:
-    from kdkit.config import CELoss, KDLoss, TrainConfig
-    from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
+    from kdkit.config import TrainConfig
+    from kdkit.terms.logits import CELoss, KDLoss
+    from kdkit.engine import DistillationModule, DistillationTrainer, training_arguments
+    from kdkit.terms import build_terms
 
     student = copy.deepcopy(pair.student)
     configs = [CELoss(name="ce", weight=0.5)] + ([KDLoss(name="kd", weight=0.5, temperature=TEMPERATURE)]

@@ -160,7 +160,7 @@ def classification_pair(options: Options, n_batches: int) -> Pair:
         collator, layers, source = DataCollator(pad_token_id=0), TINY_STUDENT_LAYERS, "tiny random BERT"
         tokenizer, data = None, "random token ids"
     else:
-        from kdkit.api import load_classifier
+        from kdkit.tasks.classification import load_classifier
         from kdkit.tasks.classification import load_named_dataset, tokenize
 
         teacher, tokenizer = load_classifier(TEACHER, LABELS, key="teacher")

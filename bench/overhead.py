@@ -66,8 +66,10 @@ class StepTimer(TrainerCallback):
 
 
 def kdkit_side(pair: common.Pair, steps: int, options: common.Options) -> dict:
-    from kdkit.config import CELoss, KDLoss, TrainConfig
-    from kdkit.engine import DistillationModule, DistillationTrainer, build_terms, training_arguments
+    from kdkit.config import TrainConfig
+    from kdkit.terms.logits import CELoss, KDLoss
+    from kdkit.engine import DistillationModule, DistillationTrainer, training_arguments
+    from kdkit.terms import build_terms
     from kdkit.signals import LiveTeacher
 
     teacher, student = copy.deepcopy(pair.teacher), copy.deepcopy(pair.student)

@@ -20,7 +20,7 @@ def test_distill_end_to_end_writes_student_report_and_recipe(tiny_recipe, tmp_pa
     run = tmp_path / "run"
     report = json.loads((run / "report.json").read_text())
     assert report["student"]["params"] < report["teacher"]["params"]
-    assert 0.0 <= report["student"]["accuracy"] <= 1.0
+    assert 0.0 <= report["student"]["metrics"]["accuracy"] <= 1.0
     assert set(report["student"]["latency"]) == {"1", "4"}
     assert "DM" in out or "dm" in out.lower()
     assert (run / "recipe.yaml").read_text().count("max_steps: 3") == 1
@@ -85,7 +85,7 @@ def test_eval_and_info(tiny_teacher, tiny_csv, capsys, tmp_path):
     code, out, err = run_cli(["eval", str(tiny_teacher), "--train-file", str(tiny_csv), "--max-length", "16"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    assert result["params"] > 0 and 0 <= result["accuracy"] <= 1
+    assert result["params"] > 0 and 0 <= result["metrics"]["accuracy"] <= 1
     code, out, _ = run_cli(["info"], capsys)
     assert code == 0
     for word in ("minilm-l6", "mpnet-base", "rotten_tomatoes", "bbc_news", "tweets", "kd", "emb_skip", "quickstart"):

@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from kdkit.config import (KDLoss, apply_overrides, load_recipe, parse_recipe, read_recipe_file, resolve_recipe_path,
+from kdkit.terms.logits import KDLoss
+from kdkit.config import (apply_overrides, load_recipe, parse_recipe, read_recipe_file, resolve_recipe_path,
                           shipped_recipes)
 from kdkit.errors import ConfigError
 from tiny import with_key

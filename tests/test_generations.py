@@ -10,9 +10,11 @@ import pytest
 from kdkit import api
 from kdkit.config import parse_recipe
 from kdkit.errors import ConfigError
+from kdkit.engine.generations import generation_recipes
 from kdkit.report import generations as generations_report
 from kdkit.report.leaderboard import leaderboard, render_markdown as render_leaderboard
 from kdkit.report.report import render_markdown, write_report
+from tiny import prepare
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def test_teacher_may_be_absent_or_null_when_nothing_needs_it(solo_recipe):
 
 def test_generation_recipes_chain_the_teachers_and_use_the_born_again_loss(solo_recipe, tmp_path):
     recipe = parse_recipe({**solo_recipe, "generations": {"count": 3, "alpha": 0.3, "temperature": 5.0}})
-    gens = api.generation_recipes(recipe)
+    gens = generation_recipes(recipe)
     assert [g.resolved_output_dir() for g in gens] == [tmp_path / "run" / f"gen-{g}" for g in range(3)]
     assert gens[0].teacher is None and gens[0].losses == recipe.losses and gens[0].generations is None
     for g in (1, 2):
@@ -83,15 +85,15 @@ def test_generations_end_to_end_reuse_resume_and_report(solo_recipe, tmp_path, c
     # generation 1's teacher is generation 0's exported student
     assert second["teacher_source"] == str(out / "gen-0" / "student")
     assert second["teacher"]["params"] == second["student"]["params"]
-    assert second["teacher"]["accuracy"] == first["student"]["accuracy"]
+    assert second["teacher"]["metrics"]["accuracy"] == first["student"]["metrics"]["accuracy"]
     assert "caching teacher signals" in capsys.readouterr().out  # teacher.cache auto, keyed by gen 0's weights
     saved = json.loads((out / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     rows = saved["generations"]
     assert [r["generation"] for r in rows] == [0, 1] and rows[0]["gain"] == 0.0
-    assert rows[1]["gain"] == pytest.approx(rows[1]["accuracy"] - rows[0]["accuracy"])
-    assert all(0.0 <= r["ece"] <= 1.0 for r in rows) and "teacher" not in saved
-    assert saved["student"]["accuracy"] == rows[1]["accuracy"]
+    assert rows[1]["gain"] == pytest.approx(rows[1]["metrics"]["accuracy"] - rows[0]["metrics"]["accuracy"])
+    assert all(0.0 <= r["metrics"]["ece"] <= 1.0 for r in rows) and "teacher" not in saved
+    assert saved["student"]["metrics"]["accuracy"] == rows[1]["metrics"]["accuracy"]
     assert saved["student_dir"] == str(out / "gen-1" / "student")
     table = (out / "report.md").read_text()
     assert "gain over gen 0" in table and "| 1 | generation 0 |" in table
@@ -122,14 +124,14 @@ def test_generations_end_to_end_reuse_resume_and_report(solo_recipe, tmp_path, c
 
 def test_teacher_free_run_loads_no_teacher_and_reports_the_student_alone(solo_recipe, tmp_path, capsys):
     solo_recipe["losses"] = [{"name": "label_smoothing", "epsilon": 0.1}]
-    prep = api.prepare(parse_recipe(solo_recipe))
+    prep = prepare(parse_recipe(solo_recipe))
     assert prep.teacher is None and prep.teacher_tokenizer is prep.tokenizer
     report = api.distill(solo_recipe)
     assert "teacher" not in report and report["teacher_source"] is None
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert "comparison" not in saved and "teacher" not in saved
     table = (tmp_path / "run" / "report.md").read_text()
-    assert "| student:" in table and "| teacher:" not in table and "DM" not in table and "ECE (%)" in table
+    assert "| student:" in table and "| teacher:" not in table and "DM" not in table and "ece (%) ↓" in table
     with pytest.raises(ConfigError, match="no teacher, so there is no teacher cache"):
         api.cache(solo_recipe)
 
@@ -137,12 +139,13 @@ def test_teacher_free_run_loads_no_teacher_and_reports_the_student_alone(solo_re
 def test_random_init_student_without_a_teacher_takes_its_models_tokenizer(solo_recipe):
     solo_recipe["student"] = {"init": "config", "model": solo_recipe["student"]["model"],
                               "overrides": {"num_hidden_layers": 1}}
-    prep = api.prepare(parse_recipe(solo_recipe))
+    prep = prepare(parse_recipe(solo_recipe))
     assert prep.teacher is None and prep.student.config.num_hidden_layers == 1
     assert prep.tokenizer.get_vocab()["good"] == 5
 
 
 def _entry(accuracy, params=10, latency=0.01):
+    """An entry as runs of earlier kdkit versions wrote it (top-level accuracy/ECE): reports still read it."""
     return {"name": "m", "params": params, "accuracy": accuracy, "ece": 0.05, "n": 8,
             "latency": {"1": {"median_s": latency, "p90_s": latency}}}
 
@@ -150,7 +153,7 @@ def _entry(accuracy, params=10, latency=0.01):
 def test_report_and_leaderboard_without_a_teacher_by_hand(tmp_path):
     results = {"split": "test", "dm_alpha": 0.5, "student": _entry(0.75)}
     table = render_markdown(results)
-    assert table.splitlines()[0] == "| model | params (M) | accuracy (%) | ECE (%) | latency b1 (ms) |"
+    assert table.splitlines()[0] == "| model | params (M) | accuracy (%) | ece (%) ↓ | latency b1 (ms) |"
     assert "| student: m | 0.00 | 75.00 | 5.00 | 10.00 |" in table
     write_report(tmp_path, results)
     assert "comparison" not in json.loads((tmp_path / "report.json").read_text())
@@ -160,12 +163,12 @@ def test_report_and_leaderboard_without_a_teacher_by_hand(tmp_path):
                          "smooth": [{"seed": 0, "status": "trained", "dir": "", "report": results}]})
     teacher, kd, smooth = board["rows"]
     assert teacher["role"] == "teacher" and (kd["run"], smooth["run"]) == ("kd", "smooth")
-    assert smooth["teacher_accuracy"] is None and smooth["dm"] is None and smooth["speedup"] == {}
+    assert smooth["teacher_score"] is None and smooth["dm"] is None and smooth["speedup"] == {}
     assert smooth["teacher"] == "" and kd["speedup"]["1"] == pytest.approx(4.0)
     lines = render_leaderboard(board).splitlines()
     header = lines[2].split(" | ")
     line = next(row for row in lines if row.startswith("| smooth")).split(" | ")
-    assert line[header.index("teacher acc. (%)")] == "—" and line[header.index("speedup b1")] == "—"
+    assert line[header.index("teacher accuracy (%)")] == "—" and line[header.index("speedup b1")] == "—"
 
 
 def test_generations_table_by_hand():

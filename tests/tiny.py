@@ -65,3 +65,24 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         raise SystemExit(0)
     captured = capsys.readouterr()
     return info.value.code, captured.out, captured.err
+
+
+def classification():
+    """The classification task (the pipeline's hooks), for tests below the API."""
+    from kdkit.tasks import get_task
+
+    return get_task("classification")
+
+
+def prepare(recipe, teacher_path=None, data=None):
+    return classification().prepare(recipe, teacher_path, data)
+
+
+def tokenized(prep):
+    return classification().tokenize(prep)
+
+
+def teacher_source(prep, train):
+    from kdkit.engine.pipeline import teacher_source as source
+
+    return source(classification(), prep, train)

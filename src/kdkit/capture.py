@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from kdkit.errors import ConfigError, ModelError
-from kdkit.students import find_layers
 
 _QKV_NAMES = (
     ("query", "key", "value"),  # BERT, RoBERTa
@@ -173,6 +172,23 @@ def _required(output: Any, key: str, model: nn.Module) -> tuple[Tensor, ...]:
     if not value:  # sdpa/flash kernels return an empty tuple for attentions instead of failing
         raise ModelError(f"{type(model).__name__} returned no {key}; it does not support output_{key}=True")
     return tuple(value)
+
+
+def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The transformer block list of ``model``: (parent module, attribute name, the nn.ModuleList).
+
+    It is the first nn.ModuleList whose length equals config.num_hidden_layers (bert.encoder.layer,
+    distilbert.transformer.layer, model.layers, ...).
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, PretrainedConfig):
+        raise ModelError(f"{type(model).__name__} has no transformers config, so its blocks cannot be found")
+    depth = config.get_text_config().num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            parent, _, attribute = name.rpartition(".")
+            return model.get_submodule(parent), attribute, module
+    raise ModelError(f"no nn.ModuleList of num_hidden_layers={depth} blocks in {type(model).__name__}")
 
 
 def attention_modules(model: nn.Module) -> list[dict[str, str]]:

@@ -154,18 +154,33 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
 
 @app.command()
 def info() -> None:
-    """What is available: named models and datasets, losses, layer maps, shipped recipes."""
-    from kdkit.assets import DATASETS, MODELS
-    from kdkit.config import LOSS_NAMES, LayerMapKind, shipped_recipes
+    """What is available: tasks, loss families, student builders, named models and datasets, shipped recipes."""
+    import sys as _sys
 
+    from kdkit import students, terms
+    from kdkit.assets import DATASETS, MODELS
+    from kdkit.config import shipped_recipes
+    from kdkit.tasks import TASKS
+
+    print("Tasks (recipe key 'task'):")
+    for name, task in TASKS.items():
+        print(f"  {name:16s} primary metric {task.primary_metric}; losses: {', '.join(terms.loss_names(name))}")
+    print("Loss families (kdkit.terms; * = teacher-free):")
+    families: dict[str, list[str]] = {}
+    for name, cls in terms.TERMS.items():
+        families.setdefault(cls.__module__.rsplit(".", 1)[-1], []).append(name + ("*" if not cls.reads_teacher
+                                                                                 else ""))
+    for family, names in families.items():
+        doc = (_sys.modules[f"kdkit.terms.{family}"].__doc__ or "").strip().splitlines()[0]
+        print(f"  {family:16s} {', '.join(names)}: {doc}")
+    print("Student builders (student.init): " + ", ".join(students.BUILDERS))
+    print("Layer maps:  " + ", ".join(terms.LayerMapKind.__args__))
     print("Named models (offline assets; hub ids and local folders work too):")
     for name, asset in MODELS.items():
         print(f"  {name:16s} {asset.description}")
     print("Named datasets:")
     for name, asset in DATASETS.items():
         print(f"  {name:16s} {asset.description}")
-    print("Losses:      " + ", ".join(LOSS_NAMES))
-    print("Layer maps:  " + ", ".join(LayerMapKind.__args__))
     print("Recipes:     " + ", ".join(shipped_recipes()))
 
 

@@ -3,6 +3,11 @@
 A recipe is validated once, here, at the edge. Every problem becomes one :class:`ConfigError` line that names
 the key, the bad value and what would be valid; nothing downstream re-checks types. Recipes are data only:
 YAML is read with ``yaml.safe_load`` so no tag can execute code.
+
+The sections every task shares are defined here (``teacher``, ``student``, ``training``, ``evaluation``,
+``generations``); a task's recipe (``task:``, default ``classification``) subclasses :class:`Recipe` with its own
+``data`` section, and the ``losses`` it accepts come from the loss registry (:mod:`kdkit.terms`): the union is built
+from whatever is registered for the task when the recipe is parsed.
 """
 
 from __future__ import annotations
@@ -10,39 +15,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from kdkit import students, terms
 from kdkit.errors import ConfigError
+from kdkit.schema import Strict
 
-LayerMapKind = Literal["pairs", "uniform", "skip", "last_k", "emb_skip", "last"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class DataConfig(_Strict):
-    """Where the examples come from: a named offline dataset, local csv/jsonl files, or a hub dataset name."""
-
-    dataset: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    max_length: int = Field(128, gt=0, le=8192)
-    max_train_samples: int | None = Field(None, gt=0)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
-        if (self.dataset is None) == (self.train_file is None):
-            raise ValueError("give exactly one of data.dataset (a named or hub dataset) or data.train_file")
-        return self
+_Strict = Strict
 
 
 class TrainConfig(_Strict):
@@ -113,202 +97,32 @@ class TeacherConfig(_Strict):
 
 
 class StudentConfig(_Strict):
-    """How the student is built.
+    """How the student is built: ``init`` names a builder of :mod:`kdkit.students` (``teacher_layers``, ``config``,
+    ``pretrained``, ``bilstm``, ...), which says which of ``layers``, ``model`` and ``overrides`` it reads.
 
     - ``teacher_layers``: a copy of the teacher keeping the blocks in ``layers`` (0-based), DistilBERT-style.
     - ``config``: random init from the config of ``model`` (default: the teacher's) with ``overrides``.
     - ``pretrained``: load ``model`` as it is (its own tokenizer may differ from the teacher's).
     - ``bilstm``: a BiLSTM classifier over the teacher's tokenizer (cross-architecture, e.g. for Universal-KD);
-      ``overrides`` hold its shape and ``embedding: teacher|random`` (see kdkit.students.student_bilstm).
+      ``overrides`` hold its shape and ``embedding: teacher|random`` (see kdkit.students.bilstm).
     """
 
-    init: Literal["teacher_layers", "config", "pretrained", "bilstm"] = "teacher_layers"
+    init: str = "teacher_layers"
     layers: list[int] | None = None
     model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("init")
+    @classmethod
+    def _known_builder(cls, init: str) -> str:
+        if init not in students.BUILDERS:
+            raise ValueError(f"unknown student builder; valid: {', '.join(students.BUILDERS)}")
+        return init
+
     @model_validator(mode="after")
     def _init_needs(self) -> "StudentConfig":
-        if self.init == "teacher_layers" and not self.layers:
-            raise ValueError("student.init 'teacher_layers' needs student.layers, e.g. [0, 2, 4]")
-        if self.init == "pretrained" and not self.model:
-            raise ValueError("student.init 'pretrained' needs student.model")
-        if self.init == "config" and not self.overrides:
-            raise ValueError("student.init 'config' needs student.overrides, e.g. {num_hidden_layers: 4}")
-        if self.init == "bilstm" and (self.layers or self.model):
-            raise ValueError("student.init 'bilstm' reads only student.overrides (e.g. {hidden_size: 256, "
-                             "num_hidden_layers: 2, embedding: teacher}), not student.layers or student.model")
+        students.builder(self.init).check(self)
         return self
-
-
-class _Term(_Strict):
-    weight: float = Field(1.0, ge=0)
-
-
-class CELoss(_Term):
-    """Hard-label cross-entropy of the student."""
-
-    name: Literal["ce"]
-
-
-class KDLoss(_Term):
-    """Hinton KD on logits: ``kd`` is T²·KL(σ(z_t/T) ‖ σ(z_s/T)); ``soft_ce`` the soft cross-entropy (same grad)."""
-
-    name: Literal["kd", "soft_ce"]
-    temperature: float = Field(2.0, gt=0)
-    t2_scaling: bool = True
-    temperature_on: Literal["both", "teacher"] = "both"
-
-
-class LogitMSELoss(_Term):
-    """MSE between student and teacher logits (divided by T)."""
-
-    name: Literal["logit_mse"]
-    temperature: float = Field(1.0, gt=0)
-
-
-class _LayerTerm(_Term):
-    layer_map: LayerMapKind = "uniform"
-    pairs: list[tuple[int, int]] | None = None
-
-    @model_validator(mode="after")
-    def _pairs_given(self) -> "_LayerTerm":
-        if self.layer_map == "pairs" and not self.pairs:
-            raise ValueError("layer_map 'pairs' needs pairs: [[teacher_layer, student_layer], ...]")
-        if self.layer_map != "pairs" and self.pairs is not None:
-            raise ValueError(f"pairs is only read with layer_map 'pairs', not '{self.layer_map}'")
-        return self
-
-
-class HiddenLoss(_LayerTerm):
-    """Hidden-state MSE or cosine per mapped layer; a learned projection is added when widths differ."""
-
-    name: Literal["hidden_mse", "hidden_cosine"]
-
-
-class PKDLoss(_LayerTerm):
-    """Patient KD: MSE of L2-normalised pooled vectors of mapped layers."""
-
-    name: Literal["pkd"]
-    layer_map: LayerMapKind = "skip"
-    pooling: Literal["cls", "mean"] = "cls"
-
-
-class AttentionLoss(_LayerTerm):
-    """``attention_mse``: TinyBERT MSE of pre-softmax scores; ``attention_kl``: MiniLM KL of attention maps."""
-
-    name: Literal["attention_mse", "attention_kl"]
-
-
-class ValueRelationLoss(_LayerTerm):
-    """MiniLM value-relation KL, by default between the last layers only."""
-
-    name: Literal["value_relation"]
-    layer_map: LayerMapKind = "last"
-    relation_heads: int | None = Field(None, gt=0)
-
-
-class UniversalKDLoss(_Term):
-    """Universal-KD (Wu et al. 2021): per-layer probe logits, student layer i matched to an attention mixture of the
-    teacher layers' probe logits. Teacher probes are fitted first on the frozen teacher (``probe_epochs`` of Adam at
-    ``probe_lr`` over its pooled states, stored); student probes are trained with the student. ``attention_grad``
-    lets gradients reach the student probes through the attention weights too, as in the formula.
-    ``student_modules`` names submodules whose outputs are the student's layers (for students that are not
-    transformers, e.g. the LSTM layers of a BiLSTM); by default its blocks' hidden states 1..N are used."""
-
-    name: Literal["universal_kd"]
-    temperature: float = Field(1.0, gt=0)
-    t2_scaling: bool = False
-    pooling: Literal["cls", "mean"] = "cls"
-    probe_epochs: int = Field(3, gt=0)
-    probe_lr: float = Field(1e-3, gt=0)
-    attention_grad: bool = True
-    student_modules: list[str] | None = None
-
-
-class LabelSmoothingLoss(_Term):
-    """Label smoothing (teacher-free): soft-CE to targets with 1 − ε on the true class and ε/(C−1) on the others.
-    It replaces ``ce`` rather than sitting beside it."""
-
-    name: Literal["label_smoothing"]
-    epsilon: float = Field(0.1, ge=0, lt=1)
-
-
-class ConfidencePenaltyLoss(_Term):
-    """Confidence penalty (teacher-free, Pereyra et al. 2017): CE − β·H(σ(z_s)). It replaces ``ce``."""
-
-    name: Literal["confidence_penalty"]
-    beta: float = Field(0.1, ge=0)
-
-
-class BetaSmoothingLoss(_Term):
-    """Beta smoothing (teacher-free, Zhang & Sabuncu 2020): soft-CE to instance-specific targets
-    b_i·onehot(y_i) + (1 − b_i)/(C−1), b ~ Beta(a, 1) assigned by the rank of an EMA copy's true-class confidence.
-
-    The paper's L = (1 − α)·CE + α·soft-CE(t_i) is two entries: ``ce`` with weight 1 − α and ``beta_smoothing``
-    with weight α (default α = 0.6, so this term's weight defaults to 0.6). The EMA decay at update t is
-    min(1 − 1/(t+1), ``ema_decay``)."""
-
-    name: Literal["beta_smoothing"]
-    weight: float = Field(0.6, ge=0)
-    a: float = Field(3.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
-
-
-class RelationLoss(_LayerTerm):
-    """CKD (Park et al. 2021) relation terms on hidden states, no projection needed between widths:
-    ``wr_pair`` (word relation, token pairs of each mapped layer, averaged over the mapped pairs), ``ltr_pair`` and
-    ``ltr_angle`` (layer transforming relation over the stacked mapped layers of each token; ``ltr_angle`` uses all
-    triples of distinct layers, so it needs at least 3 mapped layers). Default map: CKD's "emb+skip"."""
-
-    name: Literal["wr_pair", "ltr_pair", "ltr_angle"]
-    layer_map: LayerMapKind = "emb_skip"
-
-
-class WordAngleLoss(RelationLoss):
-    """CKD angle word relation (``wr_angle``): token triples whose neighbours lie within ±window//2 of the centre
-    (the paper's 21 = ±10)."""
-
-    name: Literal["wr_angle"]
-    window: int = Field(21, ge=3)
-
-
-class RWKDLoss(_Term):
-    """RW-KD (Lu et al. 2021): per-sample L_i = (1 − λ_i)·CE_i + λ_i·T²·KL(σ(z_t/T) ‖ σ(z_s/T)), λ_i ∈ [0, 1]
-    learned on a meta split carved from the training data. It replaces ``ce`` and ``kd`` (it contains both).
-
-    ``variant``: ``meta_net`` (a small MLP on per-sample [CE, KD, teacher confidence, teacher p(y)], trained by
-    Adam at ``meta_lr`` on the look-ahead meta-gradient; ``meta_hidden`` units) or ``l2rw`` (Ren et al. 2018:
-    λ from the clamped negative meta-gradient of per-sample perturbation weights, recomputed every batch).
-    ``virtual_lr``: the virtual SGD step of the look-ahead (null = ``training.learning_rate``). ``meta_fraction``
-    of the training split (by ``data.seed``) becomes the meta set and leaves training; ``meta_batch_size`` (null
-    = ``training.batch_size``); a meta step every ``meta_every`` training batches (λ from the current network in
-    between; with ``l2rw``, λ = 0.5 in between). See docs/rwkd.md."""
-
-    name: Literal["rwkd"]
-    temperature: float = Field(2.0, gt=0)
-    t2_scaling: bool = True
-    variant: Literal["meta_net", "l2rw"] = "meta_net"
-    meta_lr: float = Field(1e-3, gt=0)
-    meta_hidden: int = Field(16, gt=0)
-    virtual_lr: float | None = Field(None, gt=0)
-    meta_fraction: float = Field(0.1, gt=0, lt=1)
-    meta_batch_size: int | None = Field(None, gt=0)
-    meta_every: int = Field(1, gt=0)
-
-
-LossConfig = Annotated[
-    Union[CELoss, KDLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, ValueRelationLoss, UniversalKDLoss,
-          LabelSmoothingLoss, ConfidencePenaltyLoss, BetaSmoothingLoss, RelationLoss, WordAngleLoss,
-          RWKDLoss],
-    Field(discriminator="name"),
-]
-LOSS_NAMES = ("ce", "kd", "soft_ce", "logit_mse", "hidden_mse", "hidden_cosine", "pkd", "attention_mse",
-              "attention_kl", "value_relation", "universal_kd",
-              "label_smoothing", "confidence_penalty", "beta_smoothing", "wr_pair", "wr_angle", "ltr_pair", "ltr_angle",
-              "rwkd")
-TOKEN_ALIGNED_LOSSES = frozenset({"hidden_mse", "hidden_cosine", "attention_mse", "attention_kl", "value_relation",
-                                  "wr_pair", "wr_angle", "ltr_pair", "ltr_angle"})
 
 
 class EvaluationConfig(_Strict):
@@ -318,10 +132,6 @@ class EvaluationConfig(_Strict):
     latency_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32])
     latency_repeats: int = Field(20, gt=0)
     dm_alpha: float = Field(0.5, ge=0, le=1)
-
-
-# losses that never read the teacher: a recipe with only these may leave the teacher out
-TEACHER_FREE_LOSSES = frozenset({"ce", "label_smoothing", "confidence_penalty", "beta_smoothing"})
 
 
 class GenerationsConfig(_Strict):
@@ -340,7 +150,7 @@ class GenerationsConfig(_Strict):
 
 
 class Recipe(_Strict):
-    """A complete distillation run.
+    """A complete distillation run; each task subclasses it with its ``data`` section (``task`` names it).
 
     ``teacher`` may be left out (or null) when no loss reads it and the student does not need it (``student.init``
     ``pretrained``, or ``config`` with ``student.model``): only the student is trained and reported.
@@ -348,11 +158,11 @@ class Recipe(_Strict):
     """
 
     name: str = "distill"
-    task: Literal["classification"] = "classification"
-    data: DataConfig
+    task: str = "classification"
+    data: Any = None
     teacher: TeacherConfig | None = None
     student: StudentConfig
-    losses: list[LossConfig] = Field(min_length=1)
+    losses: list[terms.LossConfig] = Field(min_length=1)
     training: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_dir: str | None = None
@@ -361,10 +171,10 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _teacher_given_where_needed(self) -> "Recipe":
         # ConfigError, not ValueError: pydantic would file a ValueError under the whole recipe, not under a key
-        free = ", ".join(sorted(TEACHER_FREE_LOSSES))
+        free = ", ".join(terms.teacher_free_names(self.task))
         if self.teacher is None:
             for i, term in enumerate(self.losses):
-                if term.name not in TEACHER_FREE_LOSSES:
+                if not terms.teacher_free(term.name):
                     raise ConfigError(f"recipe key 'teacher' is missing but losses[{i}] '{term.name}' reads the "
                                       f"teacher; give teacher.model or use only teacher-free losses ({free})")
             if self.student_needs_teacher():
@@ -378,27 +188,45 @@ class Recipe(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _bilstm_has_no_attention(self) -> "Recipe":
-        if self.student.init == "bilstm":
+    def _student_has_what_losses_read(self) -> "Recipe":
+        if not students.builder(self.student.init).has_attention:
             for i, term in enumerate(self.losses):
-                if term.name in ("attention_mse", "attention_kl", "value_relation"):
-                    raise ConfigError(f"recipe key 'losses[{i}]': '{term.name}' compares attention, but a BiLSTM "
-                                      f"student (student.init 'bilstm') has none; use logit, hidden-state, relation "
+                if terms.term_class(term.name).reads_attention:
+                    raise ConfigError(f"recipe key 'losses[{i}]': '{term.name}' compares attention, but a "
+                                      f"'{self.student.init}' student (student.init) has none; use logit, hidden-state, relation "
                                       f"or universal_kd losses")
         return self
 
     def student_needs_teacher(self) -> bool:
-        return self.student.init in ("teacher_layers", "bilstm") or (self.student.init == "config"
-                                                                      and not self.student.model)
+        return students.builder(self.student.init).needs_teacher(self.student)
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.name}")
 
     def needs_token_alignment(self) -> bool:
-        return any(term.name in TOKEN_ALIGNED_LOSSES for term in self.losses)
+        return any(terms.term_class(term.name).token_aligned for term in self.losses)
 
     def needs_attentions(self) -> bool:
-        return any(term.name == "attention_kl" for term in self.losses)
+        return any(terms.term_class(term.name).eager_attention for term in self.losses)
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe_model(base: type[Recipe], task: str, registered: tuple[str, ...]) -> type[Recipe]:
+    """``base`` with ``losses`` typed as the union of the loss configs registered for ``task`` (rebuilt when the
+    registry grows, so a loss registered after import is accepted)."""
+    del registered  # part of the cache key only
+    members = tuple(terms.config_classes(task))
+    entry = members[0] if len(members) == 1 else Annotated[Union[members], Field(discriminator="name")]
+    return create_model(base.__name__, __base__=base, losses=(list[entry], Field(min_length=1)))
+
+
+def _task_of(data: dict):
+    from kdkit import tasks  # tasks build on this module; importing them registers the shipped ones
+
+    name = data.get("task", "classification")
+    if not isinstance(name, str) or name not in tasks.TASKS:
+        raise ConfigError(f"recipe key 'task': {name!r} is not a task; valid: {', '.join(tasks.TASKS)}")
+    return tasks.TASKS[name]
 
 
 def _key_path(loc: tuple) -> str:
@@ -406,23 +234,27 @@ def _key_path(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in LOSS_NAMES and parts and parts[-1].startswith("["):
+        elif item in terms.CONFIGS and parts and parts[-1].startswith("["):
             continue  # pydantic adds the discriminator value as a path step; it is not a key the user wrote
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "<recipe>"
 
 
-def _one_line(err: ValidationError) -> str:
+def _one_line(err: ValidationError, task: str, model: type[Recipe]) -> str:
     first = err.errors()[0]
     key = _key_path(first["loc"])
     kind = first["type"]
+    names = ", ".join(terms.loss_names(task))
     if kind == "extra_forbidden":
-        return f"recipe key '{key}' is unknown{_valid_keys_hint(first['loc'])}"
-    if kind == "union_tag_invalid":
-        return f"recipe key '{key}.name': unknown loss {first['input'].get('name')!r}; valid: {', '.join(LOSS_NAMES)}"
+        return f"recipe key '{key}' is unknown{_valid_keys_hint(first['loc'], model)}"
+    if kind == "union_tag_invalid" or (kind == "literal_error" and len(first["loc"]) == 3
+                                       and first["loc"][0] == "losses" and first["loc"][2] == "name"):
+        name = first["input"].get("name") if isinstance(first["input"], dict) else first["input"]
+        key = key.removesuffix(".name")
+        return f"recipe key '{key}.name': unknown loss {name!r}; valid: {names}"
     if kind == "union_tag_not_found":
-        return f"recipe key '{key}': a loss needs 'name', one of: {', '.join(LOSS_NAMES)}"
+        return f"recipe key '{key}': a loss needs 'name', one of: {names}"
     if kind == "missing":
         return f"recipe key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")
@@ -431,35 +263,32 @@ def _one_line(err: ValidationError) -> str:
     return f"recipe key '{key}': {message}{shown}"
 
 
-def _valid_keys_hint(loc: tuple) -> str:
-    section = {"data": DataConfig, "teacher": TeacherConfig, "student": StudentConfig, "training": TrainConfig,
-               "evaluation": EvaluationConfig, "generations": GenerationsConfig}
+def _valid_keys_hint(loc: tuple, recipe: type[Recipe]) -> str:
+    section = {"teacher": TeacherConfig, "student": StudentConfig, "training": TrainConfig,
+               "evaluation": EvaluationConfig, "generations": GenerationsConfig,
+               "data": recipe.model_fields["data"].annotation}
     if len(loc) == 1:
-        model = Recipe
+        model = recipe
     elif loc[0] == "losses" and len(loc) >= 3:
-        model = {"ce": CELoss, "kd": KDLoss, "soft_ce": KDLoss, "logit_mse": LogitMSELoss, "hidden_mse": HiddenLoss,
-                 "hidden_cosine": HiddenLoss, "pkd": PKDLoss, "attention_mse": AttentionLoss,
-                 "attention_kl": AttentionLoss, "value_relation": ValueRelationLoss,
-                 "universal_kd": UniversalKDLoss,
-                 "label_smoothing": LabelSmoothingLoss, "confidence_penalty": ConfidencePenaltyLoss,
-                 "beta_smoothing": BetaSmoothingLoss, "wr_pair": RelationLoss, "wr_angle": WordAngleLoss,
-                 "ltr_pair": RelationLoss, "ltr_angle": RelationLoss,
-                 "rwkd": RWKDLoss}.get(loc[2])
+        model = terms.config_class(str(loc[2]))
     elif loc[0] == "teacher" and len(loc) >= 3 and loc[1] == "finetune":
         model = TrainConfig
     else:
         model = section.get(loc[0]) if len(loc) == 2 else None
-    return f"; valid keys: {', '.join(model.model_fields)}" if model else ""
+    fields = getattr(model, "model_fields", None)
+    return f"; valid keys: {', '.join(fields)}" if fields else ""
 
 
 def parse_recipe(data: Any) -> Recipe:
     """Validate a recipe given as a mapping; raise :class:`ConfigError` with one line on any problem."""
     if not isinstance(data, dict):
         raise ConfigError(f"a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    task = _task_of(data)
+    model = _recipe_model(task.recipe, task.name, tuple(terms.loss_names(task.name)))
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(_one_line(err, task.name, model)) from None
 
 
 def read_recipe_file(path: str | Path) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdkit.api import _check_output_dir
+from kdkit.engine.pipeline import check_output_dir as _check_output_dir
 from kdkit.engine import DistillationTrainer
 from kdkit.engine.checkpoints import MARKER, STAGING_DIR, commit, is_complete, last_complete_checkpoint
 from kdkit.errors import ConfigError
@@ -81,3 +81,11 @@ def test_a_save_cut_off_midway_leaves_no_checkpoint_and_resume_takes_the_last_co
     resumed.train(resume_from_checkpoint=True)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     assert all(is_complete(out / f"checkpoint-{n}") for n in (2, 4, 6))
+
+
+def test_a_checkpoint_corrupted_at_the_same_size_is_passed_over_on_resume(tmp_path):
+    _sealed(tmp_path, "checkpoint-2")
+    newest = _sealed(tmp_path, "checkpoint-4")
+    (newest / "model.safetensors").write_bytes(b"y" * 100)  # same size, other content
+    assert last_complete_checkpoint(tmp_path) == newest  # sizes alone cannot tell
+    assert last_complete_checkpoint(tmp_path, hashes=True) == tmp_path / "checkpoint-2"

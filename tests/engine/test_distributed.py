@@ -50,7 +50,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_recipe,
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst <= WEIGHT_TOLERANCE
     reports = [json.loads((tmp_path / n / "report.json").read_text()) for n in layouts]
-    assert reports[0]["student"]["accuracy"] == reports[1]["student"]["accuracy"]
+    assert reports[0]["student"]["metrics"]["accuracy"] == reports[1]["student"]["metrics"]["accuracy"]
     losses = [[h["loss"] for h in json.loads((tmp_path / n / "metrics.json").read_text()) if "loss" in h]
               for n in layouts]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)

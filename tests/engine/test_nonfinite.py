@@ -13,7 +13,7 @@ from kdkit.cli import main
 from kdkit.config import parse_recipe
 from kdkit.engine import training_arguments
 from kdkit.engine.checkpoints import is_complete
-from kdkit.engine.terms import KDTerm
+from kdkit.terms.logits import KDTerm
 from kdkit.errors import ConfigError, NumericalError
 from test_trainer import _trainer
 from tiny import with_key, write_recipe

@@ -64,7 +64,7 @@ def _outcome(run) -> dict:
             # throughput is wall-clock time, the one logged value that is not reproducible
             "log": [{k: v for k, v in entry.items() if not k.endswith("_per_second")}
                     for entry in state["log_history"] if "loss" in entry],
-            "scores": {who: {k: report[who][k] for k in ("accuracy", "n", "params")} for who in ("teacher", "student")}}
+            "scores": {who: {k: report[who][k] for k in ("metrics", "n", "params")} for who in ("teacher", "student")}}
 
 
 def _assert_same(a: dict, b: dict) -> None:

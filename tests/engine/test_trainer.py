@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from kdkit.api import load_data, prepare
+from kdkit.tasks.classification import load_data
+from tiny import prepare
 from kdkit.config import parse_recipe
 from kdkit.engine import DistillationTrainer, training_arguments
 from kdkit.signals import LiveTeacher

@@ -12,7 +12,9 @@ from PIL import Image
 from kdkit import api
 from kdkit.errors import ConfigError
 from kdkit.report.leaderboard import leaderboard, parse_comparison, run_state
+from kdkit.report.leaderboard import render_markdown as render_leaderboard
 from kdkit.report.metric import distillation_metric
+from kdkit.report.results import metrics_of
 
 
 def _comparison(tiny_recipe, tmp_path) -> dict:
@@ -31,21 +33,24 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
                for run in ("kd-t2", "ce-only")}
     assert "seed: 1" in (out / "kd-t2" / "seed-1" / "recipe.yaml").read_text()
     rows = {row["run"]: row for row in board["rows"]}
+    primary = board["primary_metric"]
+    assert primary == "accuracy"
     assert board["rows"][0]["role"] == "teacher" and len(board["rows"]) == 3
     students = [row for row in board["rows"] if row["role"] == "student"]
-    assert [r["accuracy_mean"] for r in students] == sorted((r["accuracy_mean"] for r in students), reverse=True)
+    assert [r["score_mean"] for r in students] == sorted((r["score_mean"] for r in students), reverse=True)
     for run, runs in reports.items():
         row = rows[run]
-        accuracies = [r["student"]["accuracy"] for r in runs]
+        accuracies = [metrics_of(r["student"])[primary] for r in runs]
         mean = sum(accuracies) / 2
         std = (sum((a - mean) ** 2 for a in accuracies) / (2 - 1)) ** 0.5  # sample std, n - 1
         assert row["n"] == 2 and row["status"] == {"0": "trained", "1": "trained"}
-        assert row["accuracy_mean"] == pytest.approx(mean) and row["accuracy_std"] == pytest.approx(std)
+        assert row["score_mean"] == pytest.approx(mean) and row["score_std"] == pytest.approx(std)
+        assert row["scores"] == pytest.approx(accuracies)
         teacher = runs[0]["teacher"]
-        assert row["teacher_accuracy"] == pytest.approx(teacher["accuracy"])
+        assert row["teacher_score"] == pytest.approx(metrics_of(teacher)[primary])
         assert row["params"] == runs[0]["student"]["params"] < teacher["params"]
         assert row["dm"] == pytest.approx(0.3 * row["params"] / teacher["params"]
-                                          + 0.7 * (1 - mean / teacher["accuracy"]))
+                                          + 0.7 * (1 - mean / metrics_of(teacher)[primary]))
         assert row["latency_ms"]["4"] == pytest.approx(
             1e3 * statistics.median(r["student"]["latency"]["4"]["median_s"] for r in runs))
     files = board["files"]
@@ -65,7 +70,7 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
     assert all(status == "reused" for row in again["rows"] if row["role"] == "student"
                for status in row["status"].values())
     assert {p: p.stat().st_mtime_ns for p in watched} == before
-    assert [r["accuracy_mean"] for r in again["rows"]] == [r["accuracy_mean"] for r in board["rows"]]
+    assert [r["score_mean"] for r in again["rows"]] == [r["score_mean"] for r in board["rows"]]
 
 
 def test_interrupted_run_is_resumed_and_changed_recipe_is_refused(tiny_recipe, tmp_path):
@@ -107,31 +112,43 @@ def test_bad_comparison_is_one_line_naming_the_key(data, expected):
         parse_comparison(data)
 
 
-def _report(student_acc, teacher_acc=0.8, params=10, latency=0.01):
-    entry = lambda acc, p, t: {"name": "m", "params": p, "accuracy": acc,  # noqa: E731
-                               "latency": {"1": {"median_s": t, "p90_s": t}}}
-    return {"teacher": entry(teacher_acc, 100, 0.04), "student": entry(student_acc, params, latency),
-            "teacher_source": "t"}
+def _entry(score, params, latency, primary="accuracy", **others):
+    return {"name": "m", "params": params, "n": 8, "metrics": {primary: score, **others},
+            "latency": {"1": {"median_s": latency, "p90_s": latency}}}
+
+
+def _report(student_acc, teacher_acc=0.8, params=10, latency=0.01, **others):
+    return {"task": "classification", "primary_metric": "accuracy", "teacher_source": "t",
+            "teacher": _entry(teacher_acc, 100, 0.04, **others),
+            "student": _entry(student_acc, params, latency, **others)}
+
+
+def _item(report, seed=0):
+    return {"seed": seed, "status": "trained", "dir": "", "report": report}
 
 
 def test_leaderboard_statistics_and_pareto_front_by_hand():
-    results = {"small": [{"seed": s, "status": "trained", "dir": "", "report": _report(a, params=10, latency=t)}
+    results = {"small": [_item(_report(a, params=10, latency=t), s)
                          for s, (a, t) in enumerate([(0.6, 0.01), (0.7, 0.02), (0.8, 0.04)])],
-               "big-worse": [{"seed": 0, "status": "trained", "dir": "", "report": _report(0.5, params=50)}]}
+               "big-worse": [_item(_report(0.5, params=50))]}
     board = leaderboard(results, alpha=0.5)
+    assert board["primary_metric"] == "accuracy"
     teacher, small, big = board["rows"]
     assert (teacher["run"], small["run"], big["run"]) == ("teacher: m", "small", "big-worse")
-    assert small["accuracy_mean"] == pytest.approx(0.7) and small["accuracy_std"] == pytest.approx(0.1)
-    assert big["accuracy_std"] is None  # one seed: no sample std
+    assert small["score_mean"] == pytest.approx(0.7) and small["score_std"] == pytest.approx(0.1)
+    assert small["scores"] == pytest.approx([0.6, 0.7, 0.8]) and small["teacher_score"] == pytest.approx(0.8)
+    assert teacher["score_mean"] == teacher["teacher_score"] == pytest.approx(0.8) and teacher["evaluations"] == 4
+    assert teacher["score_std"] is None  # one model, scored identically by every run
+    assert big["score_std"] is None  # one seed: no sample std
     assert small["speedup"]["1"] == pytest.approx(2.0)  # median of 4, 2, 1
     assert small["latency_ms"]["1"] == pytest.approx(20.0)
     assert small["dm"] == pytest.approx(distillation_metric(10, 100, 0.7, 0.8, 0.5))
     assert teacher["pareto"] and small["pareto"] and not big["pareto"]
+    assert small["metrics_mean"] == {}  # no metric besides the primary one
 
 
 def _seeds(*accuracies, params=10):
-    return [{"seed": s, "status": "trained", "dir": "", "report": _report(a, params=params)}
-            for s, a in enumerate(accuracies)]
+    return [_item(_report(a, params=params), s) for s, a in enumerate(accuracies)]
 
 
 def test_baseline_difference_and_its_standard_error_by_hand():
@@ -147,6 +164,77 @@ def test_baseline_difference_and_its_standard_error_by_hand():
     assert leaderboard(results)["rows"][1]["delta"] is None  # no baseline, no differences
 
 
+def test_other_metrics_are_averaged_over_seeds_and_shown_after_the_primary():
+    results = {"kd": [_item(_report(0.7, ece=0.10), 0), _item(_report(0.8, ece=0.20), 1)],
+               "ce": [_item(_report(0.6, ece=0.05), 0)]}
+    board = leaderboard(results, alpha=0.5, baseline="ce")
+    rows = {row["run"]: row for row in board["rows"]}
+    assert rows["kd"]["metrics_mean"] == {"ece": pytest.approx(0.15)}
+    assert rows["teacher: m"]["metrics_mean"] == {"ece": pytest.approx(0.35 / 3)}  # its 3 evaluations: .1, .2, .05
+    lines = render_leaderboard(board).splitlines()
+    assert lines[2] == ("| run | seeds | accuracy (%) | Δ vs ce (pp) | ece (%) ↓ | teacher accuracy (%) "
+                        "| params (M) | latency b1 (ms) | speedup b1 | DM (α=0.5) | Pareto |")
+    assert lines[5] == ("| kd | 2 | 75.00 ± 7.07 | +15.00 | 15.00 | 80.00 | 0.000 | 10.00 | 4.00x "
+                        f"| {distillation_metric(10, 100, 0.75, 0.8):.3f} | yes |")
+    assert "ece: expected calibration error (ECE)" in lines[-1]
+
+
+def test_old_format_reports_still_aggregate_beside_new_ones():
+    """Runs finished by earlier versions (top-level accuracy/ece, no primary_metric) are reused by compare."""
+    def old(accuracy, teacher_accuracy=0.8):
+        new = _report(accuracy, teacher_accuracy, ece=0.1)
+        del new["primary_metric"], new["task"]
+        for role in ("teacher", "student"):
+            metrics = new[role].pop("metrics")
+            new[role].update(metrics)
+        return new
+
+    assert "metrics" not in old(0.7)["student"] and old(0.7)["student"]["accuracy"] == 0.7
+    results = {"old": [_item(old(0.70), 0), _item(old(0.74), 1)], "new": [_item(_report(0.75, ece=0.3))]}
+    board = leaderboard(results, alpha=0.5, baseline="old")
+    assert board["primary_metric"] == "accuracy"
+    teacher, new, previous = board["rows"]
+    assert (new["run"], previous["run"]) == ("new", "old")
+    assert previous["score_mean"] == pytest.approx(0.72) and previous["scores"] == pytest.approx([0.70, 0.74])
+    assert previous["metrics_mean"] == {"ece": pytest.approx(0.1)} and previous["teacher_score"] == pytest.approx(0.8)
+    assert previous["dm"] == pytest.approx(distillation_metric(10, 100, 0.72, 0.8))
+    assert new["delta"] == pytest.approx(0.03) and teacher["evaluations"] == 3
+    assert "| old | 2 | 72.00 ± 2.83 | +0.00 | 10.00 | 80.00 |" in render_leaderboard(board)
+
+
+def _retrieval(mrr, teacher_mrr=0.40, params=10):
+    return {"task": "retrieval", "primary_metric": "mrr@10", "teacher_source": "t",
+            "teacher": _entry(teacher_mrr, 100, 0.04, "mrr@10", **{"recall@100": 0.9}),
+            "student": _entry(mrr, params, 0.01, "mrr@10", **{"recall@100": 0.8})}
+
+
+def test_a_retrieval_leaderboard_ranks_and_renders_on_mrr_at_10():
+    results = {"margin-mse": [_item(_retrieval(0.30), 0), _item(_retrieval(0.34), 1)],
+               "bm25-negatives": [_item(_retrieval(0.36, params=50), 0)]}
+    board = leaderboard(results, alpha=0.5, baseline="margin-mse")
+    assert board["primary_metric"] == "mrr@10"
+    teacher, best, base = board["rows"]
+    assert (best["run"], base["run"]) == ("bm25-negatives", "margin-mse")  # sorted by MRR@10, not by size
+    assert base["score_mean"] == pytest.approx(0.32) and base["teacher_score"] == pytest.approx(0.40)
+    assert base["metrics_mean"] == {"recall@100": pytest.approx(0.8)}
+    assert base["dm"] == pytest.approx(distillation_metric(10, 100, 0.32, 0.40))
+    assert best["delta"] == pytest.approx(0.04)
+    assert teacher["pareto"] and best["pareto"] and base["pareto"]  # each is smallest or best among the others
+    markdown = render_leaderboard(board, title="Retrieval")
+    header = next(line for line in markdown.splitlines() if line.startswith("| run"))
+    assert header.startswith("| run | seeds | mrr@10 (%) | Δ vs margin-mse (pp) | recall@100 (%) "
+                             "| teacher mrr@10 (%) |")
+    assert "| margin-mse | 2 | 32.00 ± 2.83 | +0.00 | 80.00 | 40.00 | 0.000 |" in markdown
+    assert "Primary metric: mrr@10 (higher is better)" in markdown
+    assert "accuracy" not in markdown and "calibration" not in markdown
+
+
+def test_runs_scored_on_different_primary_metrics_are_refused():
+    results = {"kd": [_item(_report(0.7))], "retrieval": [_item(_retrieval(0.3))]}
+    with pytest.raises(ConfigError, match="different primary metrics \\(kd: accuracy, retrieval: mrr@10\\)"):
+        leaderboard(results)
+
+
 def test_baseline_must_name_a_run(tiny_recipe):
     with pytest.raises(ConfigError, match="baseline 'kd' is not a run"):
         parse_comparison({"runs": [{"name": "ce", "recipe": tiny_recipe}], "baseline": "kd"})
@@ -160,7 +248,7 @@ def test_document_gathers_comparisons_with_their_baseline_verdicts(tiny_recipe, 
     written = api.compare_document([tmp_path / "cmp.yaml"], path, preamble="Made by one command.")
     text = written.read_text()
     assert text.startswith("# Results") and "Made by one command." in text and "## tiny-compare" in text
-    assert "Tiny models, **two** runs." in text and "Δ vs ce-only (pp)" in text and "ECE (%)" in text
+    assert "Tiny models, **two** runs." in text and "Δ vs ce-only (pp)" in text and "ece (%) ↓" in text
     board = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
     kd = next(row for row in board["rows"] if row["run"] == "kd-t2")
     line = next(line for line in text.splitlines() if line.startswith("Above ce-only:"))
@@ -171,3 +259,71 @@ def test_document_gathers_comparisons_with_their_baseline_verdicts(tiny_recipe, 
     assert "](results/tiny-compare.png)" in text
     stored = json.loads((tmp_path / "docs" / "results" / "tiny-compare.json").read_text())
     assert [r["run"] for r in stored["rows"]] == [r["run"] for r in board["rows"]]
+
+
+def _tick_texts(fig, axis: str, minor: bool = False) -> list[str]:
+    fig.canvas.draw()  # tick labels are only formatted when drawn
+    ax = fig.axes[0]
+    labels = ax.get_xticklabels(minor=minor) if axis == "x" else ax.get_yticklabels(minor=minor)
+    return [label.get_text() for label in labels]
+
+
+def test_runs_of_one_student_size_are_drawn_one_line_each_sorted_with_the_teacher_as_a_line(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from kdkit.report.leaderboard import pareto_figure, plot_pareto
+
+    board = leaderboard({"kd": _seeds(0.70, 0.72, 0.74), "ce": _seeds(0.60), "ckd": _seeds(0.75, 0.77)})
+    fig, kind = pareto_figure(board, "losses")
+    ax = fig.axes[0]
+    assert kind == "runs" and ax.get_xscale() == "linear"
+    # best on top: matplotlib counts y upwards, so the labels read bottom to top
+    assert _tick_texts(fig, "y") == ["ce  60.00", "kd  72.00 ± 2.00", "ckd  76.00 ± 1.41"]
+    assert ax.get_xlabel() == "accuracy (%)" and ax.get_title() == "losses (10 parameters each)"
+    bars = ax.containers[0]
+    assert bars.has_xerr and not bars.has_yerr
+    assert list(bars.lines[0].get_xdata()) == pytest.approx([60.0, 72.0, 76.0])
+    teacher_lines = [line for line in ax.get_lines() if list(line.get_xdata()) == pytest.approx([80.0, 80.0])]
+    assert len(teacher_lines) == 1 and teacher_lines[0].get_linestyle() == "--"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["teacher: m  80.00"]
+    assert all(text.replace(".", "").isdigit() for text in _tick_texts(fig, "x") if text)
+    plt.close(fig)
+    with Image.open(plot_pareto(board, tmp_path / "runs.png", "losses")) as image:
+        assert image.format == "PNG" and image.size[1] < image.size[0]
+
+
+def test_students_of_several_sizes_are_plotted_against_plainly_labelled_parameters():
+    import matplotlib.pyplot as plt
+
+    from kdkit.report.leaderboard import pareto_figure
+
+    def run(accuracy, params):
+        report = _report(accuracy, params=params)
+        report["teacher"]["params"] = 110_000_000
+        return [_item(report)]
+
+    board = leaderboard({"small": run(0.70, 20_000_000), "mid": run(0.74, 50_000_000)})
+    fig, kind = pareto_figure(board, "sizes")
+    ax = fig.axes[0]
+    assert kind == "params" and ax.get_xscale() == "log" and ax.get_ylabel() == "accuracy (%)"
+    assert _tick_texts(fig, "x") == ["20M", "50M", "100M"]
+    minor = _tick_texts(fig, "x", minor=True)
+    assert minor and set(minor) == {""}  # 30M, 40M, ... marked but unlabelled: never 3×10¹
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["teacher: m  80.00", "mid  74.00", "small  70.00"] and legend[-1] == "Pareto front"
+    plt.close(fig)
+
+
+def test_sizes_too_close_for_a_1_2_5_tick_are_labelled_with_their_own_counts():
+    import matplotlib.pyplot as plt
+
+    from kdkit.report.leaderboard import pareto_figure
+
+    def solo(accuracy, params):  # teacher-free runs: no 100-parameter teacher to widen the axis
+        report = _report(accuracy, params=params)
+        del report["teacher"]
+        return [_item(report)]
+
+    fig, kind = pareto_figure(leaderboard({"a": solo(0.7, 13_700_000), "b": solo(0.71, 14_600_000)}))
+    assert kind == "params" and _tick_texts(fig, "x") == ["13.7M", "14.6M"]
+    plt.close(fig)

@@ -1,5 +1,6 @@
 """The teacher-signal cache: equal to the live teacher, order-free, and refusing stale, corrupt or partial caches."""
 
+import json
 import math
 import random
 import shutil
@@ -298,6 +299,39 @@ def test_build_refuses_to_replace_a_directory_that_is_not_a_cache(tmp_path):
     with pytest.raises(CacheError, match="not a teacher cache"):
         build(tmp_path, bert(), encoded(2), SignalSpec())
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def cut_manifest(path):
+    manifest = path / "manifest.json"
+    manifest.write_text(manifest.read_text()[:50])
+
+
+@pytest.mark.parametrize("damage", [lambda path: (path / "manifest.json").unlink(), cut_manifest],
+                         ids=["no manifest", "partial manifest"])
+def test_build_replaces_an_incomplete_cache(copy, damage):
+    path, model = copy
+    damage(path)  # what an interrupted copy of a cache leaves
+    with pytest.raises(CacheError, match="no teacher cache|cannot be read"):
+        reopen(path, model, DENSE)
+    data = encoded(6, seed=7)
+    cache = build(path, model, data, DENSE)
+    assert cache.num_examples == 6 and reopen(path, model, DENSE).num_examples == 6
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cache"]
+
+
+@pytest.mark.parametrize("extra, found", [("embeddings.npy", "embeddings.npy"), ("checkpoints/", "checkpoints"),
+                                          ("manifest.json", "has format 'other-tool'")])
+def test_build_refuses_a_folder_with_files_a_cache_does_not_have(copy, extra, found):
+    path, model = copy
+    (path / "manifest.json").unlink()
+    if extra.endswith("/"):
+        (path / extra).mkdir()
+    else:
+        (path / extra).write_text(json.dumps({"format": "other-tool"}))
+    kept = sorted(p.name for p in path.iterdir())
+    with pytest.raises(CacheError, match=f"not a teacher cache .*{found}"):
+        build(path, model, encoded(2), DENSE)
+    assert sorted(p.name for p in path.iterdir()) == kept
 
 
 def test_spec_round_trips_and_rejects_bad_values():

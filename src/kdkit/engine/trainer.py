@@ -39,10 +39,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from kdkit.capture import Capture, Representations
 from kdkit.config import TrainConfig
 from kdkit.engine.checkpoints import STAGING_DIR, checkpoints, commit, last_complete_checkpoint
-from kdkit.engine.terms import Needs, Term
 from kdkit.errors import ConfigError, NumericalError
-
-STUDENT_INPUTS = ("input_ids", "attention_mask")
+from kdkit.terms import Needs, Term, count_units
 
 
 @dataclass
@@ -106,24 +104,34 @@ def training_arguments(cfg: TrainConfig, output_dir: str | Path, **overrides) ->
         raise ConfigError(f"recipe section 'training': {str(err).splitlines()[0]}") from None
 
 
+def _default_forward(capture: Capture, batch: dict) -> Representations:
+    return capture(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
 class DistillationModule(nn.Module):
     """The student and the loss terms, trained together.
 
-    ``forward(batch, teacher)`` runs the student (capturing what the terms need) and returns
-    ``(total, values, logits)``: the weighted sum Σ wᵢ·termᵢ, each term's unweighted value, and the student logits.
+    ``forward(batch, teacher, step_units)`` runs the student through the task's ``forward(capture, batch)``
+    (capturing what the terms need) and returns ``(total, values, logits)``: the weighted sum Σ wᵢ·sᵢ·termᵢ, each
+    term's unweighted value, and the student logits. ``sᵢ`` is the batch's share of the optimiser step's units of
+    term i (its examples or tokens over those of every micro-batch and process of the step, see
+    :meth:`DistillationTrainer.get_batch_samples`), so a step's loss is the mean over the whole step whatever the
+    accumulation or the number of processes; without ``step_units`` (a plain call) ``sᵢ`` is 1.
     """
 
-    # the loss is a mean over the batch; the Trainer must still divide by gradient-accumulation steps
-    accepts_loss_kwargs = False
+    # the Trainer then hands compute_loss the step's counts and does not divide by accumulation steps itself
+    accepts_loss_kwargs = True
 
-    def __init__(self, student: nn.Module, terms: list[Term]):
+    def __init__(self, student: nn.Module, terms: list[Term], forward=_default_forward):
         super().__init__()
         self.student = student
         self.terms = nn.ModuleList(terms)
+        self.units = sorted({term.unit for term in terms})
         needs = Needs()
         for term in terms:
             needs = needs.merge(term.student_needs)
         self._capture = Capture(student, **needs.capture_kwargs())
+        self._forward = forward
 
     def after_optimizer_step(self) -> None:
         """Let terms that follow the student outside the optimiser (an EMA copy) update after a step."""
@@ -136,10 +144,19 @@ class DistillationModule(nn.Module):
             needs = needs.merge(term.teacher_needs)
         return needs
 
-    def forward(self, batch: dict, teacher: Representations | None = None):
-        student = self._capture(**{k: batch[k] for k in STUDENT_INPUTS})
+    def student_forward(self, batch: dict) -> Representations:
+        return self._forward(self._capture, batch)
+
+    def forward(self, batch: dict, teacher: Representations | None = None,
+                step_units: dict[str, torch.Tensor] | None = None):
+        student = self.student_forward(batch)
         values = {term.name: term(student, teacher, batch) for term in self.terms}
-        total = sum(term.weight * values[term.name] for term in self.terms)
+        if step_units is None:
+            total = sum(term.weight * values[term.name] for term in self.terms)
+        else:
+            # the share is computed before it multiplies, so it is exactly 1.0 when the batch is the whole step
+            share = {unit: count_units(unit, batch) / step_units[unit] for unit in self.units}
+            total = sum(term.weight * share[term.unit] * values[term.name] for term in self.terms)
         return total, values, student.logits
 
 
@@ -178,6 +195,7 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
+        self.model_accepts_loss_kwargs = True  # compute_loss normalises by the step's units (get_batch_samples)
         self.add_callback(_AfterOptimizerStep)
         self.add_callback(_FreezeLongLivedObjects)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
@@ -190,11 +208,27 @@ class DistillationTrainer(Trainer):
         self._staging = False  # while True the Trainer's checkpoint writing goes to the staging folder
         self._window_start: tuple[float, int] | None = None  # (time, step) where the logging window began
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's micro-batches of one optimiser step, with the step's units counted over all of them and
+        all processes (``{"example": n, "token": n}``): each term's value is weighted by its batch's share, so
+        ``batch 8`` = ``accumulation 4 × batch 2`` = ``2 processes × batch 4`` (token-level normalisation)."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        units = self.accelerator.unwrap_model(self.model).units
+        if not batches or not units:
+            return batches, None
+        counts = torch.stack([sum(count_units(unit, b).to(device) for b in batches) for unit in units]).float()
+        if self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return batches, dict(zip(units, counts))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._window_start is None:
             self._window_start = (time.perf_counter(), self.state.global_step)
         teacher = self.teacher(inputs) if self.teacher is not None else None
-        total, values, logits = model(inputs, teacher)
+        total, values, logits = model(inputs, teacher, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.world_size > 1:
+            # DDP averages gradients over processes; each process's share is of the global step already
+            total = total * self.args.world_size
         self._term_names = list(values)
         terms = torch.stack([value.detach().float() for value in values.values()])
         # the one host-device synchronisation per batch: a NaN/inf must be caught before its backward, its
@@ -259,7 +293,8 @@ class DistillationTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` resumes from the newest *complete* checkpoint."""
         if resume_from_checkpoint is True:
-            found = last_complete_checkpoint(self.args.output_dir)
+            # contents are checked here, once: a checkpoint whose weights were corrupted at the same size is passed over
+            found = last_complete_checkpoint(self.args.output_dir, hashes=True)
             if found is None:
                 raise ConfigError(f"no complete checkpoint to resume from in '{self.args.output_dir}'")
             newer = itertools.takewhile(lambda p: p != found, checkpoints(self.args.output_dir))
@@ -312,9 +347,8 @@ class DistillationTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluate the student alone: cross-entropy and logits (no teacher forward)."""
         inputs = self._prepare_inputs(inputs)
-        student = self.accelerator.unwrap_model(model).student
         with torch.no_grad():
-            logits = student(**{k: inputs[k] for k in STUDENT_INPUTS}).logits
+            logits = self.accelerator.unwrap_model(model).student_forward(inputs).logits
             loss = F.cross_entropy(logits, inputs["labels"])
         if prediction_loss_only:
             return loss, None, None

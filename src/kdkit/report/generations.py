@@ -2,14 +2,16 @@
 
 ``results`` is the dict :func:`kdkit.api.distill_generations` builds::
 
-    {"generations": [row, ...], "student": the last generation's entry, "teacher": the recipe's teacher entry
-     (absent without one), "alpha": float, "temperature": float, ...other scalars}
+    {"generations": [row, ...], "primary_metric": str, "student": the last generation's entry, "teacher": the
+     recipe's teacher entry (absent without one), "alpha": float, "temperature": float, ...other scalars}
     row = {"generation": g, "status": "trained" | "resumed" | "reused", "dir": str, "teacher_source": str | None,
-           "params": int, "accuracy": fraction, "ece": fraction, "gain": accuracy − generation 0's accuracy,
-           "latency": {...}}
+           "params": int, "metrics": {name: fraction, ...},
+           "gain": primary metric − generation 0's primary metric, "latency": {...}}
 
-Zhang & Sabuncu (2020) report that accuracy rises over the generations and that calibration changes with it, so
-the table shows both, and the gain is measured against generation 0 (the plain-CE student in the paper).
+A row written before metric dicts existed has ``accuracy`` and ``ece`` instead of ``metrics``; it is read as
+``{"accuracy": ..., "ece": ...}`` (see :mod:`kdkit.report.results`). Zhang & Sabuncu (2020) report that the score
+rises over the generations and that calibration changes with it, so the table shows every metric of the rows, and
+the gain is measured in the primary metric against generation 0 (the plain-CE student in the paper).
 """
 
 from __future__ import annotations
@@ -17,21 +19,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, percent, primary_of
+
 
 def render_markdown(results: dict) -> str:
-    header = ["generation", "teacher", "params (M)", "accuracy (%)", "ECE (%)", "gain over gen 0 (points)", "status"]
+    """One row per generation: its teacher, params (M), every metric in % (the primary first; a column for a
+    metric such as ECE only when some row has it), the gain over generation 0 in points of the primary metric."""
+    primary = primary_of(results)
+    names = metric_names(primary, results["generations"])
+    header = (["generation", "teacher", "params (M)"] + [metric_header(name) for name in names]
+              + [f"gain over gen 0 ({primary}, points)", "status"])
     rows = []
     for row in results["generations"]:
         # a later generation's teacher is the previous one's student: say so rather than print its folder
         teacher = f"generation {row['generation'] - 1}" if row["generation"] else row.get("teacher_source") or "—"
-        rows.append([str(row["generation"]), teacher, f"{row['params'] / 1e6:.2f}", f"{100 * row['accuracy']:.2f}",
-                     "—" if row.get("ece") is None else f"{100 * row['ece']:.2f}", f"{100 * row['gain']:+.2f}",
-                     row["status"]])
+        metrics = metrics_of(row)
+        rows.append([str(row["generation"]), teacher, f"{row['params'] / 1e6:.2f}"]
+                    + [percent(metrics.get(name)) for name in names] + [f"{100 * row['gain']:+.2f}", row["status"]])
     lines = ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]]
-    lines += ["", f"Generation g ≥ 1: (1 − α)·CE + α·soft-CE(σ(z_(g−1)/T)), α = {results['alpha']:g}, "
-                  f"T = {results['temperature']:g} on the teacher only; its teacher is generation g − 1's student. "
-                  f"ECE: expected calibration error over 15 equal-width confidence bins; lower is better. "
-                  f"Split: {results.get('split', '?')}."]
+    method = (f"Generation g ≥ 1: (1 − α)·CE + α·soft-CE(σ(z_(g−1)/T)), α = {results['alpha']:g}, "
+              f"T = {results['temperature']:g} on the teacher only; its teacher is generation g − 1's student. "
+              f"Primary metric: {primary} (higher is better). Split: {results.get('split', '?')}.")
+    lines += ["", method, *metric_notes(names)]
     return "\n".join(lines) + "\n"
 
 

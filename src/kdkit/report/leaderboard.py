@@ -6,13 +6,13 @@ re-exported by the package, and a submodule of that name would replace it.)
 A *comparison* names runs; each run is a recipe plus ``--set`` overrides. Every (run, seed) is an ordinary
 distillation into ``<output_dir>/<run>/seed-<s>`` with ``training.seed=<s>``; ``data.seed`` is left alone so every
 run and seed trains and is scored on the same splits. The leaderboard then aggregates the per-run ``report.json``
-files: student accuracy mean ± sample standard deviation (n − 1; blank for one seed), the teacher's accuracy,
-student parameters, median latency over seeds, median speedup over seeds (each seed's speedup is a ratio of two
-timings taken in the same process, so it is steadier than a ratio of medians), and the distillation metric
-(Alkhulaifi et al., 2021) at the comparison's α from the mean accuracies. A teacher-free run (label smoothing,
-Beta smoothing, ...) has no teacher row and blank teacher columns. Files: ``leaderboard.md``,
-``leaderboard.html``, ``leaderboard.json`` and ``pareto.png`` (parameters vs accuracy with error bars and the
-Pareto front).
+files on the runs' one primary metric (accuracy, MRR@10, ROUGE-L, ...; see :mod:`kdkit.report.results`): the
+student's mean ± sample standard deviation (n − 1; blank for one seed), the teacher's score, the means of the other
+metrics, student parameters, median latency over seeds, median speedup over seeds (each seed's speedup is a ratio
+of two timings taken in the same process, so it is steadier than a ratio of medians), and the distillation metric
+(Alkhulaifi et al., 2021) at the comparison's α from the mean scores. A teacher-free run (label smoothing, Beta
+smoothing, ...) has no teacher row and blank teacher columns. Files: ``leaderboard.md``, ``leaderboard.html``,
+``leaderboard.json`` and ``pareto.png`` (see :func:`pareto_figure`).
 
 What happens to a run folder that already exists, decided by comparing its stored ``recipe.yaml`` with the recipe
 the comparison resolves to now:
@@ -44,6 +44,7 @@ from kdkit.config import load_recipe, read_recipe_file, recipe_to_yaml
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
+from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of
 
 RecipeSource = str | dict[str, Any]
 
@@ -260,12 +261,33 @@ def _latency_ms(entries: list[dict], sizes: list[str]) -> dict[str, float]:
     return {b: 1e3 * statistics.median(e["latency"][b]["median_s"] for e in entries) for b in sizes}
 
 
+def _primary_metric(results: dict[str, list[dict]]) -> str:
+    """The one primary metric of every run's reports; a leaderboard ranks on one metric, so a mix is refused."""
+    by_run = {name: primary_of(item["report"]) for name, items in results.items() for item in items}
+    primaries = set(by_run.values())
+    if len(primaries) != 1:
+        listed = ", ".join(f"{name}: {metric}" for name, metric in by_run.items())
+        raise ConfigError(f"compare: the runs are scored on different primary metrics ({listed}); "
+                          f"one leaderboard ranks runs on one metric")
+    return primaries.pop()
+
+
+def _other_means(entries: list[dict], primary: str) -> dict[str, float]:
+    """Mean of every non-primary metric that all ``entries`` have (a metric some seeds lack is left out)."""
+    metrics = [metrics_of(entry) for entry in entries]
+    return {name: statistics.fmean(m[name] for m in metrics) for name in metrics[0]
+            if name != primary and all(name in m for m in metrics)}
+
+
 def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: str | None = None) -> dict:
     """Aggregate per-seed reports into rows: one per teacher (by ``teacher_source``), then the runs sorted by mean
-    student accuracy (best first). ``pareto`` marks rows that no other row beats on both fewer-or-equal
-    parameters and higher-or-equal accuracy (strictly on one). With a ``baseline`` run, each student row also
-    gets ``delta`` = its mean accuracy minus the baseline's and ``delta_std`` = √(s²/n + s_b²/n_b), the standard
-    error of that difference (None unless both runs have several seeds, and for the baseline itself)."""
+    primary metric (best first). Each row has ``score_mean`` ± ``score_std`` (sample std) of the primary metric
+    over ``scores``, ``teacher_score`` and ``metrics_mean`` (the other metrics' means). ``pareto`` marks rows
+    that no other row beats on both fewer-or-equal parameters and higher-or-equal score (strictly on one). With a
+    ``baseline`` run, each student row also gets ``delta`` = its mean score minus the baseline's and ``delta_std``
+    = √(s²/n + s_b²/n_b), the standard error of that difference (None unless both runs have several seeds, and
+    for the baseline itself)."""
+    primary = _primary_metric(results)
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
     teachers: dict[str, list[dict]] = {}
@@ -277,94 +299,109 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     rows = []
     for source, items in teachers.items():
         # the teacher is measured once per (run, seed); all of those evaluations go into its row
-        reports = [item["report"] for item in items]
-        mean, std = _mean_std([r["teacher"]["accuracy"] for r in reports])
-        if len({r["teacher"]["accuracy"] for r in reports}) == 1:
+        entries = [item["report"]["teacher"] for item in items]
+        scores = [metrics_of(entry)[primary] for entry in entries]
+        mean, std = _mean_std(scores)
+        if len(set(scores)) == 1:
             std = None  # one model scored identically by every run: no spread to show
-        rows.append({"run": f"teacher: {reports[0]['teacher']['name']}", "role": "teacher", "teacher": source,
-                     "n": len({item["seed"] for item in items}), "evaluations": len(reports),
-                     "accuracy_mean": mean, "accuracy_std": std, "teacher_accuracy": mean,
-                     "ece_mean": statistics.fmean(r["teacher"]["ece"] for r in reports)
-                     if all("ece" in r["teacher"] for r in reports) else None, "delta": None, "delta_std": None,
-                     "params": reports[0]["teacher"]["params"],
-                     "latency_ms": _latency_ms([r["teacher"] for r in reports], sizes),
+        rows.append({"run": f"teacher: {entries[0]['name']}", "role": "teacher", "teacher": source,
+                     "n": len({item["seed"] for item in items}), "evaluations": len(entries),
+                     "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": mean,
+                     "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
+                     "params": entries[0]["params"], "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
     students = []
     for name, items in results.items():
         reports = [item["report"] for item in items]
-        mean, std = _mean_std([r["student"]["accuracy"] for r in reports])
+        scores = [metrics_of(r["student"])[primary] for r in reports]
+        mean, std = _mean_std(scores)
         params = reports[0]["student"]["params"]
         paired = [r for r in reports if r.get("teacher") is not None]  # all or none: one recipe per run
-        teacher_mean = statistics.fmean(r["teacher"]["accuracy"] for r in paired) if paired else None
+        teacher_mean = statistics.fmean(metrics_of(r["teacher"])[primary] for r in paired) if paired else None
         teacher_params = paired[0]["teacher"]["params"] if paired else None
         students.append({
             "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source") or ""),
             "n": len(reports), "seeds": [item["seed"] for item in items],
             "status": {str(item["seed"]): item["status"] for item in items},
             "dirs": [item["dir"] for item in items],
-            "accuracy_mean": mean, "accuracy_std": std, "accuracy": [r["student"]["accuracy"] for r in reports],
-            "ece_mean": statistics.fmean(r["student"]["ece"] for r in reports)
-            if all("ece" in r["student"] for r in reports) else None,
-            "teacher_accuracy": teacher_mean, "params": params,
+            "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": teacher_mean,
+            "metrics_mean": _other_means([r["student"] for r in reports], primary), "params": params,
             "latency_ms": _latency_ms([r["student"] for r in reports], sizes),
             "speedup": {b: statistics.median(r["teacher"]["latency"][b]["median_s"]
                                              / r["student"]["latency"][b]["median_s"] for r in paired)
                         for b in sizes} if paired else {},
             "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None})
-    students.sort(key=lambda row: -row["accuracy_mean"])
+    students.sort(key=lambda row: -row["score_mean"])
     base = next((row for row in students if row["run"] == baseline), None)
     for row in students:
-        row["delta"] = row["accuracy_mean"] - base["accuracy_mean"] if base else None
+        row["delta"] = row["score_mean"] - base["score_mean"] if base else None
         both = (base is not None and row is not base
-                and row["accuracy_std"] is not None and base["accuracy_std"] is not None)
-        row["delta_std"] = math.sqrt(row["accuracy_std"] ** 2 / row["n"] + base["accuracy_std"] ** 2 / base["n"]) \
+                and row["score_std"] is not None and base["score_std"] is not None)
+        row["delta_std"] = math.sqrt(row["score_std"] ** 2 / row["n"] + base["score_std"] ** 2 / base["n"]) \
             if both else None
     rows += students
     for row in rows:
         row["pareto"] = not any(
-            other is not row and other["params"] <= row["params"] and other["accuracy_mean"] >= row["accuracy_mean"]
-            and (other["params"] < row["params"] or other["accuracy_mean"] > row["accuracy_mean"]) for other in rows)
-    return {"alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes], "std": "sample (n-1)",
-            "rows": rows}
+            other is not row and other["params"] <= row["params"] and other["score_mean"] >= row["score_mean"]
+            and (other["params"] < row["params"] or other["score_mean"] > row["score_mean"]) for other in rows)
+    return {"primary_metric": primary, "alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes],
+            "std": "sample (n-1)", "rows": rows}
+
+
+def _other_metric_names(board: dict) -> list[str]:
+    names: list[str] = []
+    for row in board["rows"]:
+        names += [name for name in row["metrics_mean"] if name not in names]
+    return names
 
 
 def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     sizes = [str(b) for b in board["batch_sizes"]]
     baseline = board.get("baseline")
-    header = (["run", "seeds", "accuracy (%)"] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
-              + ["ECE (%)", "teacher acc. (%)", "params (M)"]
+    primary = board["primary_metric"]
+    others = _other_metric_names(board)
+    header = (["run", "seeds", metric_header(primary)] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
+              + [metric_header(name) for name in others] + [f"teacher {primary} (%)", "params (M)"]
               + [f"latency b{b} (ms)" for b in sizes] + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
     body = []
     for row in board["rows"]:
-        accuracy = f"{100 * row['accuracy_mean']:.2f}"
-        if row["accuracy_std"] is not None:
-            accuracy += f" ± {100 * row['accuracy_std']:.2f}"
-        teacher = "—" if row["teacher_accuracy"] is None else f"{100 * row['teacher_accuracy']:.2f}"
+        score = percent(row["score_mean"])
+        if row["score_std"] is not None:
+            score += f" ± {100 * row['score_std']:.2f}"
         delta = []
         if baseline:
             delta = ["—" if row.get("delta") is None else f"{100 * row['delta']:+.2f}"
                      + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")]
-        ece = "—" if row.get("ece_mean") is None else f"{100 * row['ece_mean']:.2f}"
-        body.append([row["run"], str(row["n"]), accuracy, *delta, ece, teacher, f"{row['params'] / 1e6:.3f}"]
+        body.append([row["run"], str(row["n"]), score, *delta]
+                    + [percent(row["metrics_mean"].get(name)) for name in others]
+                    + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
                     + [f"{row['speedup'][b]:.2f}x" if b in row["speedup"] else "—" for b in sizes]
                     + ["—" if row["dm"] is None else f"{row['dm']:.3f}", "yes" if row["pareto"] else ""])
     return header, body
 
 
-_NOTE = ("Accuracy: mean ± sample standard deviation (n − 1) over seeds. Latency: median over seeds of each run's "
-         "median forward-pass time; speedup: median over seeds of teacher/student latency. DM = α·params_s/params_t "
-         "+ (1−α)·(1 − acc_s/acc_t) from the mean accuracies (Alkhulaifi et al., 2021); lower is better. "
-         "Δ: difference of mean accuracies to the baseline run, in percentage points, ± the standard error of that "
-         "difference √(s²/n + s_b²/n_b) when both runs have several seeds. ECE: expected calibration error "
-         "(15 equal-width confidence bins), mean over seeds.")
+def _note(boards: list[dict]) -> str:
+    """The definitions under one or several tables; names each board's primary metric when they share one."""
+    primaries = list(dict.fromkeys(board["primary_metric"] for board in boards))
+    score = primaries[0] if len(primaries) == 1 else "the primary metric of each table"
+    others = list(dict.fromkeys(name for board in boards for name in _other_metric_names(board)))
+    definitions = (
+        f"Primary metric: {score} (higher is better), mean ± sample standard deviation (n − 1) over seeds, in %; "
+        "other metrics: mean over seeds. Latency: median over seeds of each run's median forward-pass time; "
+        "speedup: median over seeds of teacher/student latency. "
+        "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
+        "lower is better. "
+        "Δ: difference of mean primary metric to the baseline run, in percentage points, ± the standard error of "
+        "that difference √(s²/n + s_b²/n_b) when both runs have several seeds.")
+    return " ".join([definitions, *metric_notes(others)])
 
 
 def render_markdown(board: dict, title: str = "Leaderboard") -> str:
     header, body = _table(board)
     lines = [f"# {title}", ""] + ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
-    return "\n".join(lines + ["", _NOTE, ""])
+    return "\n".join(lines + ["", _note([board]), ""])
 
 
 def render_html(board: dict, title: str = "Leaderboard") -> str:
@@ -377,33 +414,112 @@ def render_html(board: dict, title: str = "Leaderboard") -> str:
             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;text-align:right}"
             "td:first-child{text-align:left}</style></head><body>\n<h1>" + html.escape(title) + "</h1>\n<table>\n"
             + cells("th", header) + "\n" + "\n".join(cells("td", row) for row in body)
-            + "\n</table>\n<p>" + html.escape(_NOTE) + "</p>\n</body></html>\n")
+            + "\n</table>\n<p>" + html.escape(_note([board])) + "</p>\n</body></html>\n")
 
 
-def plot_pareto(board: dict, path: Path, title: str = "Leaderboard") -> Path:
-    """Parameters (log scale) vs accuracy with ±std error bars; the Pareto front as a step line."""
+def chart_kind(board: dict) -> str:
+    """``runs`` when every student has the same size (a parameter axis would put them all at one x), else
+    ``params``."""
+    return "runs" if len({row["params"] for row in board["rows"] if row["role"] == "student"}) <= 1 else "params"
+
+
+def _params_label(count: float) -> str:
+    """A parameter count as people write it: 500k, 20M, 13.7M, 1.2B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return f"{count:.3g}"
+
+
+def _params_ticks(low: float, high: float, counts: list[int]) -> tuple[list[float], list[float]]:
+    """Major ticks at 1-2-5 × 10^k (only 1 × 10^k when the range touches five decades or more) within [low, high],
+    or at the rows' own sizes when fewer than two of those fall inside; minor ticks at the other m × 10^k,
+    unlabelled."""
+    decades = range(math.floor(math.log10(low)), math.floor(math.log10(high)) + 1)
+    steps = (1,) if len(decades) > 4 else (1, 2, 5)
+    major = [m * 10.0 ** d for d in decades for m in steps if low <= m * 10.0 ** d <= high]
+    if len(major) < 2:
+        major = sorted(set(major) | {float(c) for c in counts})
+    minor = [m * 10.0 ** d for d in decades for m in range(1, 10) if low <= m * 10.0 ** d <= high]
+    return major, [tick for tick in minor if tick not in major]
+
+
+def _score_label(row: dict) -> str:
+    return f"{100 * row['score_mean']:.2f}" + ("" if row["score_std"] is None else f" ± {100 * row['score_std']:.2f}")
+
+
+def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
+    """The leaderboard's chart and its kind (see :func:`chart_kind`).
+
+    ``runs``: one line per run, sorted best on top, its mean primary metric with a ±std error bar, each teacher a
+    dashed vertical line. ``params``: parameters (log axis labelled 20M, 50M, …) against the primary metric, with
+    ±std error bars and the Pareto front as a step line; the legend names each point with its score.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for row in board["rows"]:
-        teacher = row["role"] == "teacher"
-        # a legend rather than text beside the points: runs of one size and score would print on top of each other
-        ax.errorbar(row["params"] / 1e6, 100 * row["accuracy_mean"], yerr=100 * (row["accuracy_std"] or 0),
-                    fmt="s" if teacher else "o", color="black" if teacher else None, capsize=3, label=row["run"])
-    front = sorted((r for r in board["rows"] if r["pareto"]), key=lambda r: r["params"])
-    if len(front) > 1:
-        ax.step([r["params"] / 1e6 for r in front], [100 * r["accuracy_mean"] for r in front], where="post",
-                linestyle="--", color="grey", label="Pareto front")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    kind = chart_kind(board)
+    label = f"{board['primary_metric']} (%)"
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # never an offset or a ×10ⁿ on a percentage axis
+    teachers = [row for row in board["rows"] if row["role"] == "teacher"]
+    if kind == "runs":
+        students = sorted((row for row in board["rows"] if row["role"] == "student"), key=lambda r: r["score_mean"])
+        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * len(students)))
+        ax.errorbar([100 * r["score_mean"] for r in students], range(len(students)),
+                    xerr=[100 * (r["score_std"] or 0) for r in students], fmt="o", capsize=3)
+        ax.set_yticks(range(len(students)), [f"{r['run']}  {_score_label(r)}" for r in students])
+        ax.set_ylim(-0.6, len(students) - 0.4)
+        for style, row in zip(itertools.cycle(("--", ":", "-.")), teachers):
+            ax.axvline(100 * row["score_mean"], linestyle=style, color="black",
+                       label=f"{row['run']}  {_score_label(row)}")
+        if teachers:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+        ax.set_xlabel(label)
+        ax.xaxis.set_major_formatter(plain)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_title(f"{title} ({_params_label(students[0]['params'])} parameters each)")
+    else:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        markers = itertools.cycle("o^vD<>ph*")
+        handles = []
+        for row in board["rows"]:
+            teacher = row["role"] == "teacher"
+            # a legend rather than text beside the points: runs of one size and score would print on each other
+            handles.append(ax.errorbar(row["params"], 100 * row["score_mean"], yerr=100 * (row["score_std"] or 0),
+                                       fmt="s" if teacher else next(markers), color="black" if teacher else None,
+                                       capsize=3, label=f"{row['run']}  {_score_label(row)}"))
+        front = sorted((r for r in board["rows"] if r["pareto"]), key=lambda r: r["params"])
+        if len(front) > 1:
+            handles += ax.step([r["params"] for r in front], [100 * r["score_mean"] for r in front], where="post",
+                               linestyle="--", color="grey", label="Pareto front")
+        # in the table's order, the front last (matplotlib would list lines before error bars)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+        counts = [row["params"] for row in board["rows"]]
+        low, high = min(counts) / 1.3, max(counts) * 1.3
+        ax.set_xscale("log")
+        ax.set_xlim(low, high)
+        major, minor = _params_ticks(low, high, counts)
+        ax.xaxis.set_major_locator(FixedLocator(major))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _params_label(value)))
+        ax.xaxis.set_minor_locator(FixedLocator(minor))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(plain)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(label)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    return fig, kind
+
+
+def plot_pareto(board: dict, path: Path, title: str = "Leaderboard") -> Path:
+    """Write :func:`pareto_figure`'s chart to ``path`` (PNG)."""
+    fig, _ = pareto_figure(board, title)
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -427,7 +543,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _versus_baseline(board: dict) -> str:
-    """One sentence per direction: which runs beat the baseline's mean accuracy, which did not, by how much."""
+    """One sentence per direction: which runs beat the baseline's mean score, which did not, by how much."""
     baseline = board.get("baseline")
     rows = [r for r in board["rows"] if r["role"] == "student" and r["run"] != baseline and r["delta"] is not None]
     if not baseline or not rows:
@@ -446,7 +562,7 @@ def _versus_baseline(board: dict) -> str:
 def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: str = "Results",
                     preamble: str = "") -> Path:
     """One markdown document for several comparisons (``kdkit compare A.yaml B.yaml --document docs/results.md``):
-    per comparison its description, leaderboard table, the runs above/below its baseline and its Pareto plot
+    per comparison its description, leaderboard table, the runs above/below its baseline and its chart
     (next to the document as ``<stem>/<name>.png``, with the leaderboard's numbers as ``<stem>/<name>.json``)."""
     path = Path(path)
     figures = path.parent / path.stem
@@ -456,7 +572,7 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         header, body = _table(board)
         png = figures / f"{_folder_name(comparison.name)}.png"
         plot_pareto(board, png, comparison.name)
-        # the numbers behind the table (per-seed accuracies, run folders), kept beside the document
+        # the numbers behind the table (per-seed scores, run folders), kept beside the document
         png.with_suffix(".json").write_text(json.dumps({"name": comparison.name, **{
             k: v for k, v in board.items() if k != "files"}}, indent=2, default=_json_default) + "\n")
         lines += [f"## {comparison.name}", ""]
@@ -466,8 +582,10 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         versus = _versus_baseline(board)
         if versus:
             lines += [versus, ""]
-        lines += [f"![{comparison.name}: parameters vs accuracy]({figures.name}/{png.name})", ""]
-    lines += [_NOTE, ""]
+        what = (f"{board['primary_metric']} per run" if chart_kind(board) == "runs"
+                else f"parameters vs {board['primary_metric']}")
+        lines += [f"![{comparison.name}: {what}]({figures.name}/{png.name})", ""]
+    lines += [_note([board for _, board in sections]), ""]
     path.write_text("\n".join(lines))
     return path
 

@@ -1,15 +1,14 @@
 """The teacher-versus-student report: a markdown table for people and a JSON file with every number.
 
-``results`` is the dict the evaluation builds::
+``results`` is the dict a task's evaluation builds (the format is described in :mod:`kdkit.report.results`)::
 
-    {"teacher": entry, "student": entry, "dm_alpha": 0.5, ...any other scalars (split, recipe, torch_threads)}
-    entry = {"name": str, "params": int, "accuracy": fraction, "n": int,
-             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...},
-             "ece": fraction (optional: the table shows an ECE column when both entries have it)}
+    {"task": str, "primary_metric": str, "split": str, "dm_alpha": 0.5, "teacher": entry, "student": entry, ...}
+    entry = {"name": str, "params": int, "n": int, "metrics": {name: fraction, ...},
+             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}}
 
-The derived numbers (speedup per batch size, student/teacher accuracy and size ratios, distillation metric) are
-computed here by :func:`compare`, so the markdown and the JSON never disagree. A teacher-free run has no
-``teacher`` entry: the report is then the student's row alone, without ratios.
+The derived numbers (speedup per batch size, student/teacher ratios of the primary metric and of the sizes,
+distillation metric) are computed here by :func:`compare`, so the markdown and the JSON never disagree. A
+teacher-free run has no ``teacher`` entry: the report is then the student's row alone, without ratios.
 """
 
 from __future__ import annotations
@@ -18,20 +17,24 @@ import json
 from pathlib import Path
 
 from kdkit.report.metric import distillation_metric
+from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, percent, primary_of
 
 
 def compare(results: dict) -> dict:
-    """Student relative to teacher: ``speedup`` {batch size: teacher median / student median},
-    ``accuracy_ratio``, ``param_ratio`` and ``distillation_metric`` (params as size, alpha ``dm_alpha``)."""
+    """Student relative to teacher: ``speedup`` {batch size: teacher median / student median}, ``score_ratio``
+    (student / teacher primary metric), ``param_ratio`` and ``distillation_metric`` (params as size, the primary
+    metric as score, alpha ``dm_alpha``)."""
     teacher, student = results["teacher"], results["student"]
+    primary = primary_of(results)
+    score_t, score_s = metrics_of(teacher)[primary], metrics_of(student)[primary]
     latency_t, latency_s = teacher.get("latency", {}), student.get("latency", {})
     return {
         "speedup": {size: latency_t[size]["median_s"] / latency_s[size]["median_s"]
                     for size in _batch_sizes(results)},
-        "accuracy_ratio": student["accuracy"] / teacher["accuracy"],
+        "score_ratio": score_s / score_t,
         "param_ratio": student["params"] / teacher["params"],
-        "distillation_metric": distillation_metric(student["params"], teacher["params"], student["accuracy"],
-                                                   teacher["accuracy"], results.get("dm_alpha", 0.5)),
+        "distillation_metric": distillation_metric(student["params"], teacher["params"], score_s, score_t,
+                                                   results.get("dm_alpha", 0.5)),
     }
 
 
@@ -46,37 +49,40 @@ def _batch_sizes(results: dict) -> list[str]:
 
 
 def render_markdown(results: dict) -> str:
-    """A table with one row per model: params (M), accuracy (%), ECE (%) when both models have it, median
-    latency (ms) per batch size, speedup, accuracy ratio and DM for the student; then the other scalar fields of
-    ``results``. Without a teacher: the student's row alone, without speedup, accuracy ratio and DM."""
+    """A table with one row per model: params (M), every metric in % (the primary first; a dash where a model
+    lacks one), median latency (ms) per batch size, then speedup, primary-metric ratio and DM for the student;
+    then notes and the other scalar fields of ``results``. Without a teacher: the student's row alone, without
+    speedup, ratio and DM."""
     roles = _roles(results)
     paired = len(roles) == 2
     derived = compare(results) if paired else {}
     sizes = _batch_sizes(results)
     alpha = results.get("dm_alpha", 0.5)
-    ece = all("ece" in results[role] for role in roles)
-    header = (["model", "params (M)", "accuracy (%)"] + (["ECE (%)"] if ece else [])
+    primary = primary_of(results)
+    names = metric_names(primary, [results[role] for role in roles])
+    header = (["model", "params (M)"] + [metric_header(name) for name in names]
               + [f"latency b{b} (ms)" for b in sizes]
-              + ([f"speedup b{b}" for b in sizes] + ["accuracy ratio", f"DM (α={alpha:g})"] if paired else []))
+              + ([f"speedup b{b}" for b in sizes] + [f"{primary} ratio", f"DM (α={alpha:g})"] if paired else []))
     rows = []
     for role in roles:
         entry = results[role]
+        metrics = metrics_of(entry)
         is_student = role == "student"
-        rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}",
-                     f"{100 * entry['accuracy']:.2f}"] + ([f"{100 * entry['ece']:.2f}"] if ece else [])
+        rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}"]
+                    + [percent(metrics.get(name)) for name in names]
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
                     + ([f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
-                       + [f"{100 * derived['accuracy_ratio'] if is_student else 100:.1f}%",
+                       + [f"{100 * derived['score_ratio'] if is_student else 100:.1f}%",
                           f"{derived['distillation_metric']:.3f}" if is_student else "—"] if paired else []))
     lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
-    lines += [""] + (["DM = α·params_s/params_t + (1−α)·(1 − acc_s/acc_t) (Alkhulaifi et al., 2021); lower is "
-                      "better. Latency: median wall-clock time of one forward pass."] if paired else
-                     ["No teacher: the run trained the student alone. Latency: median wall-clock time of one "
-                      "forward pass."])
-    if ece:
-        lines += ["ECE: expected calibration error, Σ |B|/n·|acc(B) − conf(B)| over 15 equal-width confidence "
-                  "bins; lower is better."]
-    others = {k: v for k, v in results.items() if k not in ("teacher", "student", "comparison", "dm_alpha")
+    lines += ["", f"Primary metric: {primary} (higher is better); metrics in %."]
+    latency = "Latency: median wall-clock time of one forward pass."
+    dm = (f"DM = α·params_s/params_t + (1−α)·(1 − {primary}_s/{primary}_t) (Alkhulaifi et al., 2021); lower is "
+          "better.")
+    lines += [f"{dm} {latency}" if paired else f"No teacher: the run trained the student alone. {latency}"]
+    lines += metric_notes(names)
+    others = {k: v for k, v in results.items()
+              if k not in ("teacher", "student", "comparison", "dm_alpha", "primary_metric")
               and isinstance(v, (str, int, float, bool))}
     if others:
         lines += [""] + [f"- {key}: {value}" for key, value in others.items()]

@@ -1,9 +1,10 @@
 """Cached teacher signals: run the frozen teacher once over a dataset, then read its outputs from disk.
 
-A cache is one directory (format version 1)::
+A cache is one entry of the artifact store (:mod:`kdkit.store`), a directory (format version 2)::
 
-    manifest.json        written last: format version, the SignalSpec, the teacher and tokenizer fingerprints,
-                         counts, and byte size, sha256, dtype and shape of every array file
+    manifest.json        written last (:func:`kdkit.store.seal`): byte size and sha256 of every file, and as its
+                         meta the format version, the SignalSpec, the teacher and tokenizer fingerprints, counts,
+                         and dtype and shape of every array file
     keys.npy             (N, 16) uint8, sorted example keys (:func:`example_key`); row i of every per-example
                          array belongs to keys[i]
     offsets.npy          (N + 1,) int64, when there are per-token arrays: example i owns rows offsets[i]:offsets[i+1]
@@ -22,12 +23,13 @@ and the operating system's page cache is shared by every rank and dataloader wor
 do not hold N copies; the format needs no dependency beyond numpy and is readable without kdkit. Keys are sorted so
 a lookup is a binary search on the mapped array instead of a dict rebuilt in every process.
 
-Safety: a build writes into ``<dir>.tmp-<pid>``, fsyncs, writes the manifest last and renames the directory into
-place, so a reader never sees a half-written cache. :meth:`TeacherCache.open` refuses a cache whose spec, teacher
-weights or tokenizer changed, always checks file sizes (a truncated file), and with ``verify=True`` checks every
-file's sha256 (a corrupted file). Hashing runs at about 1.2 GB/s on one core (page cache): verifying 10k
-classification examples (dense fp16 logits, 220 KB) takes under 1 ms, 768-d pooled vectors for them ~15 ms, per-token
-hidden states of long sequences (GBs) seconds; ``verify=False`` skips it for such caches.
+Safety: a build goes through :func:`kdkit.store.atomic_dir` (written into ``<dir>.tmp-<pid>``, flushed, sealed
+with the manifest last, renamed into place), so a reader never sees a half-written cache. :meth:`TeacherCache.open`
+refuses a cache whose spec, teacher weights or tokenizer changed, always checks file sizes (a truncated file), and
+with ``verify=True`` checks every file's sha256 (a corrupted file), both through :func:`kdkit.store.verify`.
+Hashing runs at about 1.2 GB/s on one core (page cache): verifying 10k classification examples (dense fp16 logits,
+220 KB) takes under 1 ms, 768-d pooled vectors for them ~15 ms, per-token hidden states of long sequences (GBs)
+seconds; ``verify=False`` skips it for such caches.
 
 Top-k logits are returned as full-vocabulary log-probabilities: the k stored entries are exact up to fp16
 rounding, every other entry is log(tail_mass / (V - k)), and the row is renormalised (log_softmax). Since
@@ -39,12 +41,11 @@ while losses on raw logit values (MSE on logits) see log-probabilities, not logi
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,16 @@ from tqdm.auto import tqdm
 from kdkit.capture import Representations
 from kdkit.errors import CacheError, ConfigError, DataError
 from kdkit.signals.live import LiveTeacher, teacher_inputs
+from kdkit.store import LEFTOVER, MANIFEST, atomic_dir, digest, read_manifest, seal
+from kdkit.store import verify as verify_files
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+FORMAT = "kdkit-teacher-cache"
+FORMAT_VERSION = 2  # 2: the manifest is kdkit.store's, with this cache's description as its meta
 REBUILD = "rebuild with `kdkit cache RECIPE`"
-_TMP = re.compile(r"\.tmp-\d+$")
+# every file a build writes, so a folder holding only these is an incomplete cache that a build may replace
+_ARRAY = re.compile(r"(keys|offsets|logits|topk_logprobs|topk_indices|tail_logmass|(hidden|pooled)\.\d+)\.npy")
+# manifests whose folder a build may replace: the store's, and a version 1 cache's (this format at its top level)
+_OWN_FORMATS = ("kdkit-artifact", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -124,19 +130,18 @@ def real_token_ids(example: dict) -> np.ndarray:
 
 def fingerprint_model(model: nn.Module) -> str:
     """Hash of every parameter and persistent buffer: name, shape, dtype and bytes; changes with any weight."""
-    digest = hashlib.blake2b(digest_size=16)
+    hasher = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # raw bytes: numpy has no bfloat16
-    return digest.hexdigest()
+        hasher.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())  # raw bytes: numpy has no bfloat16
+    return hasher.hexdigest()
 
 
 def fingerprint_tokenizer(tokenizer: Any) -> str:
     """Hash of the tokenizer's class name, sorted vocabulary and special tokens."""
-    payload = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items()),
-               "special": tokenizer.special_tokens_map}
-    return hashlib.blake2b(json.dumps(payload, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return digest({"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items()),
+                   "special": tokenizer.special_tokens_map})
 
 
 def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: Any, spec: SignalSpec, *,
@@ -148,12 +153,15 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
     ``teacher_input_ids``/``teacher_attention_mask`` when the teacher has its own tokenizer: keys and teacher
     inputs then come from those, and ``tokenizer_fingerprint`` must be the teacher tokenizer's. ``collator``
     pads a list of examples into a batch (e.g. :class:`kdkit.tasks.classification.DataCollator`). Examples with
-    the same key are stored once. An existing cache at ``path`` is replaced only once the new one is complete.
+    the same key are stored once. An existing cache at ``path`` is replaced only once the new one is complete; so is
+    an incomplete one (array files without a readable manifest: an interrupted copy), but never a folder holding
+    other files.
     """
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not (path / MANIFEST).is_file():
-        raise CacheError(f"refusing to replace '{path}': it is not a teacher cache (no {MANIFEST}); pick an "
-                         f"empty or new directory")
+    foreign = _foreign_content(path)
+    if foreign:
+        raise CacheError(f"refusing to replace '{path}': it is not a teacher cache ({foreign}); pick an empty or "
+                         f"new directory")
     teacher_fingerprint = fingerprint_model(teacher)
     live = LiveTeacher(teacher, hidden_states=bool(spec.hidden_layers or spec.pooled_layers)).to(device)
 
@@ -169,10 +177,7 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
     # rows are in key order for lookups, but batches go in length order so they carry little padding
     order = np.argsort(lengths, kind="stable")
 
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(path) as tmp:
         writer = _Writer(tmp, len(keys), offsets)
         logits_info = None
         with tqdm(total=len(keys), desc="caching teacher signals", unit="ex", disable=not progress) as bar:
@@ -185,28 +190,33 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
         writer.add("keys.npy", np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16))
         if writer.per_token:
             writer.add("offsets.npy", offsets)
-        manifest = {
-            "format": "kdkit-teacher-cache", "version": FORMAT_VERSION, "spec": spec.to_dict(),
+        seal(tmp, {
+            "format": FORMAT, "version": FORMAT_VERSION, "spec": spec.to_dict(),
             "teacher_fingerprint": teacher_fingerprint, "tokenizer_fingerprint": tokenizer_fingerprint,
             "num_examples": len(keys), "num_tokens": int(offsets[-1]), "logits": logits_info,
-            "num_hidden_states": writer.num_hidden_states, "arrays": writer.seal(),
-        }
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        if path.exists():  # moved aside, not deleted, so the old cache stays whole until the new one is in place
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            "num_hidden_states": writer.num_hidden_states, "arrays": writer.close(),
+        })
     return TeacherCache.open(path, spec=spec, teacher_fingerprint=teacher_fingerprint,
                              tokenizer_fingerprint=tokenizer_fingerprint, verify=False)
+
+
+def _foreign_content(path: Path) -> str | None:
+    """What makes ``path`` more than a complete or incomplete teacher cache, or None when a build may replace it."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "it is a file"
+    other = sorted(p.name for p in path.iterdir() if p.is_dir() or not (_ARRAY.fullmatch(p.name) or p.name == MANIFEST))
+    if other:
+        return f"it holds '{other[0]}'"
+    if not (path / MANIFEST).is_file():
+        return None
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):  # cut short: a copy interrupted while writing it
+        return None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    return None if found in _OWN_FORMATS else f"its {MANIFEST} has format {found!r}"
 
 
 def _store(writer: "_Writer", rows: np.ndarray, reps: Representations, spec: SignalSpec) -> dict | None:
@@ -270,43 +280,26 @@ class _Writer:
     def add(self, name: str, values: np.ndarray) -> None:
         np.save(self.folder / name, values)
 
-    def seal(self) -> dict[str, dict[str, Any]]:
-        """Flush every file to disk and describe it for the manifest."""
+    def close(self) -> dict[str, dict[str, Any]]:
+        """Write every memory map back to its file and describe each array for the manifest's meta (the store's
+        seal adds sizes and checksums)."""
         for array in self.arrays.values():
             array.flush()
-        self.arrays.clear()  # closes the maps before hashing
+        self.arrays.clear()  # closes the maps before they are hashed
         entries = {}
         for file in sorted(self.folder.glob("*.npy")):
             header = np.load(file, mmap_mode="r")
-            entries[file.name] = {"bytes": file.stat().st_size, "sha256": _sha256(file, fsync=True),
-                                  "dtype": str(header.dtype), "shape": list(header.shape),
+            entries[file.name] = {"dtype": str(header.dtype), "shape": list(header.shape),
                                   "per_token": file.name in self.per_token}
         return entries
-
-
-def _sha256(file: Path, fsync: bool = False) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-        if fsync:
-            os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # makes the directory entries (new files, the rename) durable
-    finally:
-        os.close(fd)
 
 
 class TeacherCache:
     """A built cache, memory-mapped read-only; open it with :meth:`open` or get it from :func:`build_cache`.
 
-    ``arrays`` maps file names to their memory maps (see the module docstring); ``nbytes`` is the size of all
-    array files.
+    ``manifest`` is the cache's description (the meta of its store manifest) with each array's bytes and sha256
+    added; ``arrays`` maps file names to their memory maps (see the module docstring); ``nbytes`` is the size of
+    all array files.
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]):
@@ -324,17 +317,23 @@ class TeacherCache:
         """Open the cache at ``path`` after checking it is current (spec, teacher weights, tokenizer) and intact
         (file sizes; sha256 of every file when ``verify``). Raises :class:`CacheError` saying what is wrong."""
         path = Path(path)
-        if _TMP.search(path.name) or not (path / MANIFEST).is_file():
-            leftovers = sorted(p.name for p in path.parent.glob(f"{path.name}.tmp-*"))
+        if LEFTOVER.search(path.name) or not (path / MANIFEST).is_file():
+            leftovers = sorted(p.name for p in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"))
             hint = f" ({', '.join(leftovers)} is an interrupted build: delete it)" if leftovers else ""
             raise CacheError(f"no teacher cache at '{path}'{hint}; {REBUILD}")
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as err:
-            raise CacheError(f"teacher cache manifest '{path / MANIFEST}' cannot be read ({err}); {REBUILD}") from None
-        if manifest.get("format") != "kdkit-teacher-cache" or manifest.get("version") != FORMAT_VERSION:
+            stored = read_manifest(path)
+        except CacheError as err:
+            raise CacheError(f"teacher cache {err}; {REBUILD}") from None
+        manifest = stored["meta"]
+        if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
             raise CacheError(f"teacher cache '{path}' has format version {manifest.get('version')!r}; this kdkit "
                              f"reads version {FORMAT_VERSION}; {REBUILD}")
+        unlisted = sorted(set(manifest["arrays"]) - set(stored["files"]))
+        if unlisted:
+            raise CacheError(f"teacher cache manifest '{path / MANIFEST}' has no size or checksum for "
+                             f"'{unlisted[0]}'; {REBUILD}")
+        manifest["arrays"] = {name: {**stored["files"][name], **entry} for name, entry in manifest["arrays"].items()}
         changed = []
         if manifest["teacher_fingerprint"] != teacher_fingerprint:
             changed.append("the teacher weights")
@@ -347,16 +346,13 @@ class TeacherCache:
         if changed:
             raise CacheError(f"stale teacher cache '{path}': {', '.join(changed)} changed since it was built; "
                              f"{REBUILD}")
+        try:
+            verify_files(path, hashes=verify)
+        except CacheError as err:
+            raise CacheError(f"teacher cache {err}; {REBUILD}") from None
         arrays = {}
         for name, entry in manifest["arrays"].items():
             file = path / name
-            size = file.stat().st_size if file.is_file() else None
-            if size != entry["bytes"]:
-                found = "missing" if size is None else f"truncated: {size} of {entry['bytes']} bytes"
-                raise CacheError(f"teacher cache file '{file}' is {found}; {REBUILD}")
-            if verify and _sha256(file) != entry["sha256"]:
-                raise CacheError(f"teacher cache file '{file}' is corrupt (sha256 differs from the manifest); "
-                                 f"{REBUILD}")
             try:
                 arrays[name] = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as err:

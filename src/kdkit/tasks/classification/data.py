@@ -24,6 +24,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
+from kdkit.loading import first_line
 
 SPLITS = ("train", "validation", "test")
 
@@ -151,11 +152,6 @@ def _read_file(path: Path, text_column: str) -> pd.DataFrame:
     except ValueError as err:
         raise DataError(f"data file '{path}' cannot be parsed as {suffix[1:]}: {first_line(err)}") from None
     raise DataError(f"data file '{path}' has extension '{suffix}'; use .csv, .tsv, .jsonl or .json")
-
-
-def first_line(err: Exception) -> str:
-    """The first line of an exception's message, cut short, for a one-line error."""
-    return _cut((str(err).splitlines() or [type(err).__name__])[0], 200)
 
 
 def _cut(text: str, width: int = 60) -> str:

@@ -10,8 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from kdkit.api import distill, evaluate, load_classifier
-from kdkit.config import DataConfig, load_recipe
+from kdkit.api import distill, evaluate
+from kdkit.tasks.classification import load_classifier
+from kdkit.config import load_recipe
+from kdkit.tasks.classification import DataConfig
 from kdkit.errors import ConfigError
 from kdkit.models import BiLSTMForSequenceClassification
 from kdkit.students import student_bilstm
@@ -58,7 +60,7 @@ def test_random_embeddings_and_bad_overrides(teacher):
 def test_recipe_refuses_attention_losses_and_stray_keys(tiny_recipe):
     tiny_recipe["student"] = BILSTM
     tiny_recipe["losses"].append({"name": "attention_kl"})
-    with pytest.raises(ConfigError, match="BiLSTM student .* has none"):
+    with pytest.raises(ConfigError, match="bilstm. student .* has none"):
         load_recipe(tiny_recipe)
     tiny_recipe["losses"].pop()
     tiny_recipe["student"] = {**BILSTM, "layers": [0, 1]}
@@ -71,7 +73,7 @@ def test_universal_kd_from_bert_to_bilstm_end_to_end(tiny_recipe, tiny_csv):
     tiny_recipe["losses"] += [{"name": "universal_kd", "weight": 1.0, "probe_epochs": 2, "pooling": "mean"},
                               {"name": "hidden_mse", "weight": 0.1, "layer_map": "uniform"}]
     report = distill(tiny_recipe)
-    assert report["student"]["name"].endswith("(bilstm)") and 0 <= report["student"]["accuracy"] <= 1
+    assert report["student"]["name"].endswith("(bilstm)") and 0 <= report["student"]["metrics"]["accuracy"] <= 1
     history = json.loads((Path(tiny_recipe["output_dir"]) / "metrics.json").read_text())
     assert all(math.isfinite(entry["loss_universal_kd"]) for entry in history if "loss_universal_kd" in entry)
     assert any("loss_universal_kd" in entry and "loss_hidden_mse" in entry for entry in history)
@@ -84,4 +86,4 @@ def test_universal_kd_from_bert_to_bilstm_end_to_end(tiny_recipe, tiny_csv):
     model, tokenizer = load_classifier(student_dir, ["neg", "pos"])
     assert tokenizer.pad_token_id == model.config.pad_token_id
     scores = evaluate(student_dir, DataConfig(train_file=str(tiny_csv), max_length=16))
-    assert scores["accuracy"] == report["student"]["accuracy"]
+    assert scores["metrics"]["accuracy"] == report["student"]["metrics"]["accuracy"]

@@ -7,9 +7,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from kdkit.api import _tokenized, distill, prepare, teacher_source
-from kdkit.config import BetaSmoothingLoss, ConfidencePenaltyLoss, LabelSmoothingLoss, parse_recipe
-from kdkit.engine.terms import BetaSmoothingTerm, build_term, signal_spec
+from kdkit.api import distill
+from tiny import prepare, teacher_source, tokenized as _tokenized
+from kdkit.config import parse_recipe
+from kdkit.terms.smoothing import BetaSmoothingLoss, ConfidencePenaltyLoss, LabelSmoothingLoss
+from kdkit.terms import build_term, signal_spec
+from kdkit.terms.smoothing import BetaSmoothingTerm
 
 BETA = [{"name": "ce", "weight": 0.4}, {"name": "beta_smoothing", "weight": 0.6, "a": 3.0}]
 
@@ -26,7 +29,7 @@ def test_teacher_free_terms_build_without_a_teacher_and_need_no_cache():
 
 def test_ema_copy_is_frozen_in_eval_mode_and_follows_the_decay_schedule():
     student = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
-    term = BetaSmoothingTerm(BetaSmoothingLoss(name="beta_smoothing", ema_decay=0.6), student)
+    term = BetaSmoothingTerm(BetaSmoothingLoss(name="beta_smoothing", ema_decay=0.6), None, student)
     assert not any(p.requires_grad for p in term.ema.parameters())
     term.train()
     assert not term.ema.training
@@ -54,9 +57,9 @@ def test_beta_smoothing_end_to_end_ema_in_checkpoints_not_in_export(tiny_recipe,
     report = distill(recipe)
 
     assert "caching teacher signals" not in capsys.readouterr().out
-    assert 0.0 <= report["student"]["ece"] <= 1.0 and "ece" in report["teacher"]
+    assert 0.0 <= report["student"]["metrics"]["ece"] <= 1.0 and "ece" in report["teacher"]["metrics"]
     run = recipe.resolved_output_dir()
-    assert "ECE (%)" in (run / "report.md").read_text()
+    assert "ece (%)" in (run / "report.md").read_text()
     initial = prep.teacher.state_dict()  # student blocks 0 and 2 start as copies of the teacher's
     states = [load_file(run / "checkpoints" / f"checkpoint-{n}" / "model.safetensors") for n in (1, 2, 3)]
     weight = "bert.embeddings.word_embeddings.weight"
@@ -78,4 +81,4 @@ def test_baselines_train_without_the_teacher(tiny_recipe, loss):
     tiny_recipe["training"].update(max_steps=2, save_steps=2)
     tiny_recipe["evaluation"]["latency_batch_sizes"] = [1]
     report = distill(tiny_recipe)
-    assert 0.0 <= report["student"]["ece"] <= 1.0
+    assert 0.0 <= report["student"]["metrics"]["ece"] <= 1.0

@@ -9,7 +9,7 @@ import pytest
 
 from kdkit import api
 from kdkit.config import parse_recipe
-from kdkit.engine.terms import LayerRelationTerm, WordRelationTerm
+from kdkit.terms.relation import LayerRelationTerm, WordRelationTerm
 from kdkit.errors import ConfigError
 
 CKD_TERMS = [
@@ -37,7 +37,7 @@ def test_ckd_terms_run_on_a_narrow_student_from_the_teacher_cache(tiny_recipe, t
     assert "teacher runs live" not in out and "caching teacher signals" in out
     caches = list((tmp_path / "cache" / "signals").iterdir())
     assert len(caches) == 1
-    spec = json.loads((caches[0] / "manifest.json").read_text())["spec"]
+    spec = json.loads((caches[0] / "manifest.json").read_text())["meta"]["spec"]
     assert spec["hidden_layers"] == [0, 2, 4]  # emb+skip, 4-layer teacher -> 2-layer student
     cached = _logged(tmp_path / "run")
     assert len(cached) == 2
@@ -53,7 +53,7 @@ def test_ckd_terms_run_on_a_narrow_student_from_the_teacher_cache(tiny_recipe, t
 
 
 def test_relation_terms_pair_and_stack_the_mapped_layers(tiny_recipe):
-    from kdkit.api import prepare
+    from tiny import prepare
 
     tiny_recipe["student"] = NARROW
     tiny_recipe["losses"] = CKD_TERMS[1:] + [{"name": "ltr_pair", "layer_map": "pairs", "pairs": [[4, 2], [1, 1]]}]
@@ -67,7 +67,7 @@ def test_relation_terms_pair_and_stack_the_mapped_layers(tiny_recipe):
 
 
 def test_ltr_angle_refuses_fewer_than_three_layers(tiny_recipe):
-    from kdkit.api import prepare
+    from tiny import prepare
 
     tiny_recipe["losses"] = [{"name": "ltr_angle", "layer_map": "pairs", "pairs": [[0, 0], [4, 2]]}]
     with pytest.raises(ConfigError, match="ltr_angle.*at least 3 aligned layers"):

@@ -12,10 +12,13 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kdkit.api import distill
-from kdkit.config import KDLoss, UniversalKDLoss
+from kdkit.terms.logits import KDLoss
+from kdkit.terms.universal import UniversalKDLoss
 from kdkit.engine import DistillationModule
-from kdkit.engine.probes import fit_probes
-from kdkit.engine.terms import CETerm, KDTerm, UniversalKDTerm, build_term, signal_spec
+from kdkit.terms.universal import fit_probes
+from kdkit.terms import SetupContext, build_term, signal_spec
+from kdkit.terms.logits import CELoss, CETerm, KDTerm
+from kdkit.terms.universal import UniversalKDTerm
 from kdkit.losses import ProbeSet
 from kdkit.signals import LiveTeacher
 from kdkit.tasks.classification import DataCollator
@@ -94,10 +97,10 @@ def test_bilstm_student_learns_from_hooked_layers(tiny_teacher, tmp_path):
     assert [p.in_features for p in term.student_probes.probes] == [16, 16]
     spec, _ = signal_spec([term], num_classes=2)
     assert spec.pooled_layers == (1, 2, 3, 4) and spec.pooling == "mean"
-    term.prepare(teacher, examples, collator)
+    term.setup(SetupContext(teacher, examples, collator))
     assert not any(p.requires_grad for p in term.teacher_probes.parameters())
 
-    module = DistillationModule(student, [CETerm("ce", 0.5), KDTerm(KDLoss(name="kd")), term])
+    module = DistillationModule(student, [CETerm(CELoss(name="ce", weight=0.5)), KDTerm(KDLoss(name="kd")), term])
     live = LiveTeacher(teacher, **module.teacher_needs().capture_kwargs())
     batch = collator(examples[:8])
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-2)

@@ -10,10 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdkit.api import _tokenized, carve_meta_split, distill, prepare
+from kdkit.api import distill
+from tiny import classification, prepare, tokenized as _tokenized
 from kdkit.capture import Representations
-from kdkit.config import RWKDLoss, parse_recipe
-from kdkit.engine.terms import RWKDTerm, signal_spec
+from kdkit.config import parse_recipe
+from kdkit.terms.reweighting import RWKDLoss
+from kdkit.terms import signal_spec
+from kdkit.terms.reweighting import RWKDTerm
 from kdkit.errors import ConfigError
 
 RWKD = {"name": "rwkd", "temperature": 2.0, "meta_fraction": 0.25, "meta_batch_size": 4}
@@ -30,7 +33,7 @@ def test_meta_split_is_carved_from_train_only_and_deterministic(tiny_recipe):
     n = len(splits["train"])
     splits["train"] = splits["train"].add_column("row", list(range(n)))
     others = {name: splits[name] for name in splits if name != "train"}
-    carve_meta_split(prep, splits)
+    classification().setup_terms(prep, splits)
     term = prep.module.terms[0]
     meta = term._meta[0]
     train_rows, meta_rows = set(splits["train"]["row"]), set(meta["row"])
@@ -40,17 +43,17 @@ def test_meta_split_is_carved_from_train_only_and_deterministic(tiny_recipe):
     assert term.virtual_lr == tiny_recipe["training"].get("learning_rate", 5e-5)
     again = _tokenized(prep)
     again["train"] = again["train"].add_column("row", list(range(n)))
-    carve_meta_split(prep, again)
+    classification().setup_terms(prep, again)
     assert set(prep.module.terms[0]._meta[0]["row"]) == meta_rows  # fixed by data.seed
 
 
 def test_term_reads_only_teacher_logits_and_needs_meta_data():
     cfg = RWKDLoss(name="rwkd")
-    term = RWKDTerm(cfg, torch.nn.Linear(2, 2))
+    term = RWKDTerm(cfg, None, torch.nn.Linear(2, 2))
     spec, reason = signal_spec([term], num_classes=2)
     assert spec is not None and spec.logits == "dense" and not spec.hidden_layers, reason
     assert not any(p.requires_grad for p in term.parameters())  # never in the training optimiser
-    with pytest.raises(ConfigError, match="set_meta_data"):
+    with pytest.raises(ConfigError, match="setup"):
         term._meta_step(None, None, {"labels": torch.zeros(1)}, 0)
 
 
@@ -101,7 +104,7 @@ class _Student(torch.nn.Module):
 def test_l2rw_term_meta_steps_every_other_batch_and_not_in_eval():
     torch.manual_seed(0)
     student = _Student()
-    term = RWKDTerm(RWKDLoss(name="rwkd", variant="l2rw", meta_every=2), student)
+    term = RWKDTerm(RWKDLoss(name="rwkd", variant="l2rw", meta_every=2), None, student)
     meta = [{"input_ids": [i % 6, (i + 1) % 6], "attention_mask": [1, 1], "labels": i % 3} for i in range(6)]
 
     def collate(rows):

@@ -1,0 +1,285 @@
+"""The task-agnostic pipeline: load → build teacher/student → teacher signals → train → export → evaluate → report.
+
+A :class:`Task` is what a recipe's ``task:`` names: its typed recipe, its primary metric and one entry point,
+:meth:`Task.run`. Tasks that train with ``transformers.Trainer`` subclass :class:`TrainerTask` and fill in the
+hooks below (data, models, tokenisation, collator, forward, evaluation); :meth:`TrainerTask.run` is this module's
+pipeline. Tasks with a loop of their own (dataset or policy distillation) implement ``run`` and reuse the losses,
+the artifact store, the checkpoints and the reports.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from accelerate import PartialState
+from torch import nn
+
+from kdkit.capture import Capture, Representations, num_layers
+from kdkit.config import Recipe, recipe_to_yaml
+from kdkit.engine.checkpoints import last_complete_checkpoint
+from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
+from kdkit.errors import CacheError, ConfigError
+from kdkit.report.card import write_model_card
+from kdkit.report.environment import environment
+from kdkit.report.report import write_report
+from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
+from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
+from kdkit.store import ArtifactStore, digest
+from kdkit.terms import SetupContext, build_terms, signal_spec
+
+
+class Task:
+    """A task: ``name`` (the recipe's ``task:``), ``recipe`` (its typed recipe class), ``primary_metric`` (higher is
+    better; the distillation metric and leaderboards rank by it), ``pipeline_tag`` (the Hub's, for the model
+    card), and :meth:`run`, the entry point ``kdkit distill`` calls."""
+
+    name: ClassVar[str] = ""
+    recipe: ClassVar[type[Recipe]] = Recipe
+    primary_metric: ClassVar[str] = ""
+    pipeline_tag: ClassVar[str] = ""
+
+    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> dict:
+        raise NotImplementedError
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built and checked before anything is written."""
+
+    recipe: Recipe
+    data: Any
+    tokenizer: Any
+    teacher_tokenizer: Any
+    teacher: nn.Module | None  # None: a teacher-free recipe (teacher_tokenizer is then the student's)
+    student: nn.Module
+    module: DistillationModule
+    extras: dict[str, Any] = field(default_factory=dict)  # task-specific (a vocabulary map, ...)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TrainerTask(Task):
+    """A task trained by :class:`DistillationTrainer`; subclasses provide the hooks, :meth:`run` is the pipeline."""
+
+    # --- hooks ---------------------------------------------------------------------------------------------------
+    def load_data(self, recipe: Recipe) -> Any:
+        """The task's splits (``train``/``validation``/``test``), before tokenisation."""
+        raise NotImplementedError
+
+    def load_teacher(self, recipe: Recipe, data: Any, path: str) -> tuple[nn.Module, Any]:
+        """The teacher model (with the task's head) and its tokenizer."""
+        raise NotImplementedError
+
+    def build_student(self, recipe: Recipe, data: Any, teacher: nn.Module | None, teacher_tokenizer: Any
+                      ) -> tuple[nn.Module, Any]:
+        raise NotImplementedError
+
+    def finetune_teacher(self, recipe: Recipe, data: Any) -> str:
+        """Fine-tune the teacher as ``teacher.finetune`` says, once (kept in the artifact store); its folder."""
+        raise NotImplementedError
+
+    def tokenize(self, prep: Prepared) -> Any:
+        """Tokenised splits (a ``DatasetDict``); the teacher's own ids as ``teacher_input_ids`` where it needs
+        them."""
+        raise NotImplementedError
+
+    def collator(self, prep: Prepared):
+        raise NotImplementedError
+
+    def forward(self, capture: Capture, batch: dict) -> Representations:
+        """How a (student) model is called on a batch; the representations the terms read."""
+        return capture(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    def num_outputs(self, prep: Prepared) -> int:
+        """Size of the logits' last axis (classes, vocabulary): dense or top-k teacher cache."""
+        raise NotImplementedError
+
+    def evaluate(self, prep: Prepared) -> dict:
+        """The report's results: ``{"teacher": entry (absent without one), "student": entry, ...}`` with entries
+        ``{"name", "params", "n", "metrics": {primary, ...}, "latency"}`` (see :mod:`kdkit.report.report`)."""
+        raise NotImplementedError
+
+    def export(self, prep: Prepared, trainer: DistillationTrainer, folder: Path) -> Path:
+        """Write the student in its ecosystem's format (an HF folder by default)."""
+        return trainer.export_student(folder, prep.tokenizer)
+
+    # --- the pipeline --------------------------------------------------------------------------------------------
+    def prepare(self, recipe: Recipe, teacher_path: str | None = None, data: Any = None) -> Prepared:
+        """Load data and models and build the loss terms; raise a one-line error on any mismatch."""
+        # built here only as a check: a bad training.extra value would otherwise surface after output_dir is written
+        training_arguments(recipe.training, recipe.resolved_output_dir() / "checkpoints")
+        if recipe.teacher is not None and recipe.teacher.finetune:
+            training_arguments(recipe.teacher.finetune, recipe.resolved_output_dir() / "checkpoints")
+        data = data if data is not None else self.load_data(recipe)
+        teacher_path = teacher_path or (recipe.teacher.model if recipe.teacher else None)
+        from transformers import set_seed
+
+        set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the seed
+        teacher, teacher_tokenizer = (None, None) if teacher_path is None else \
+            self.load_teacher(recipe, data, teacher_path)
+        student, tokenizer = self.build_student(recipe, data, teacher, teacher_tokenizer)
+        check_layer_maps(recipe, teacher, student)
+        module = DistillationModule(student, build_terms(recipe.losses, teacher, student), forward=self.forward)
+        return Prepared(recipe, data, tokenizer, teacher_tokenizer if teacher is not None else tokenizer, teacher,
+                        student, module)
+
+    def setup_terms(self, prep: Prepared, splits) -> None:
+        """Each term's :meth:`~kdkit.terms.Term.setup` hook, in recipe order, before training; a term may carve a
+        held-out split from ``splits["train"]`` (RW-KD's meta set) or fit something on the teacher (probes)."""
+        recipe = prep.recipe
+        ctx = SetupContext(prep.teacher, splits["train"], self.collator(prep), device=_device(),
+                           data_seed=recipe.data.seed, batch_size=recipe.training.batch_size,
+                           learning_rate=recipe.training.learning_rate)
+        with PartialState().main_process_first():  # the main rank fits and stores; the others read it back
+            for term in prep.module.terms:
+                term.setup(ctx)
+        splits["train"] = ctx.train
+
+    def prepare_all(self, recipe: Recipe) -> tuple[Prepared, Any, str | None]:
+        """Models checked on the recipe's own teacher first (a bad recipe fails in seconds, before a long
+        fine-tuning), then the fine-tuned teacher, tokenised splits and set-up terms."""
+        prep = self.prepare(recipe)
+        teacher_path = recipe.teacher.model if recipe.teacher is not None else None
+        if recipe.teacher is not None and recipe.teacher.finetune:
+            with PartialState().main_process_first():  # one rank fine-tunes, the others read the stored result
+                teacher_path = self.finetune_teacher(recipe, prep.data)
+            prep = self.prepare(recipe, teacher_path, prep.data)
+        splits = self.tokenize(prep)
+        self.setup_terms(prep, splits)
+        return prep, splits, teacher_path
+
+    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> dict:
+        out = recipe.resolved_output_dir()
+        check_output_dir(out, resume, overwrite)
+        prep, splits, teacher_path = self.prepare_all(recipe)
+        teacher = teacher_source(self, prep, splits["train"])
+
+        state = PartialState()
+        state.wait_for_everyone()  # every rank has passed its checks before the main rank touches output_dir
+        if state.is_main_process:
+            if overwrite and out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+            (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+        state.wait_for_everyone()
+        args = training_arguments(recipe.training, out / "checkpoints")
+        trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=splits["train"],
+                                      data_collator=self.collator(prep))
+        trainer.train(resume_from_checkpoint=True if resume else None)
+        student_dir = self.export(prep, trainer, out / "student")
+        if not state.is_main_process:  # one rank evaluates and reports; the others are done
+            return {}
+        (out / "metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+        report = {"task": self.name, "primary_metric": self.primary_metric, **self.evaluate(prep),
+                  "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
+        write_report(out, report)
+        write_model_card(student_dir, results=report, recipe=recipe.model_dump(mode="json"), task=self.name,
+                         pipeline_tag=self.pipeline_tag)
+        return report
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if last_complete_checkpoint(out / "checkpoints") is None:
+            raise ConfigError(f"--resume: output_dir '{out}' holds no complete checkpoint to resume from")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output_dir '{out}' already holds a run; pass --resume to continue it or "
+                          f"--overwrite to replace it")
+
+
+def check_layer_maps(recipe: Recipe, teacher: nn.Module | None, student: nn.Module) -> None:
+    """A generated layer map spreads the student's blocks over the teacher's, so it needs a student no deeper than
+    the teacher; name the loss that asks for one (the map itself only knows the two depths)."""
+    for i, term in enumerate(recipe.losses):
+        kind = getattr(term, "layer_map", None)
+        if kind in ("pairs", "last", None) or teacher is None:
+            continue
+        n_teacher, n_student = num_layers(teacher), num_layers(student)
+        if n_student > n_teacher:
+            raise ConfigError(f"recipe key 'losses[{i}].layer_map': '{kind}' needs a student no deeper than the "
+                              f"teacher, but the student has {n_student} layers and the teacher {n_teacher}; use "
+                              f"layer_map 'pairs' with [teacher, student] indices or a shallower student")
+
+
+def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = False
+                  ) -> tuple[TeacherCache | None, str]:
+    """Open or build the teacher cache the recipe asks for; ``(None, reason)`` when the teacher must run live.
+
+    ``teacher.cache: auto`` names the cache after everything it depends on (teacher weights, tokenizer, signal
+    spec, the training examples' keys), so any change builds a new one and a stale cache is never read. An
+    explicit directory is opened and refused if stale or missing examples, unless ``rebuild``.
+    """
+    recipe = prep.recipe
+    mode = recipe.teacher.cache
+    if mode == "off":
+        return None, "teacher.cache is off"
+    spec, reason = signal_spec(list(prep.module.terms), task.num_outputs(prep), top_k=recipe.teacher.cache_top_k,
+                               dense_max=recipe.teacher.cache_dense_max)
+    if spec is None:
+        if mode != "auto":
+            raise ConfigError(f"teacher.cache '{mode}': the recipe cannot use a teacher cache: {reason}")
+        return None, reason
+    teacher_fp, tokenizer_fp = fingerprint_model(prep.teacher), fingerprint_tokenizer(prep.teacher_tokenizer)
+    keys = [example_key(real_token_ids(example)) for example in train]
+    if mode == "auto":
+        import hashlib
+
+        path = ArtifactStore().path("signals", digest({
+            "teacher": teacher_fp, "tokenizer": tokenizer_fp, "spec": spec.to_dict(),
+            "examples": hashlib.sha256(b"".join(sorted(set(keys)))).hexdigest()}))
+    else:
+        path = Path(mode)
+    collator = task.collator(prep)
+    with PartialState().main_process_first():  # the main rank builds; the others open what it wrote
+        cache = None
+        if (path / "manifest.json").is_file() and not rebuild:
+            cache = TeacherCache.open(path, spec=spec, teacher_fingerprint=teacher_fp, tokenizer_fingerprint=tokenizer_fp)
+            missing = sum(key not in cache for key in set(keys))
+            if missing:
+                raise CacheError(f"{missing} training examples are not in the teacher cache '{path}': the data "
+                                 f"changed since it was built; rebuild with `kdkit cache RECIPE --rebuild`")
+        if cache is None:
+            print(f"[kdkit] caching teacher signals ({spec.logits or 'no'} logits, hidden {list(spec.hidden_layers)}, "
+                  f"pooled {list(spec.pooled_layers)}) in {path}")
+            prep.teacher.to(_device())
+            cache = build_cache(path, prep.teacher, train, collator, spec, tokenizer_fingerprint=tokenizer_fp,
+                                batch_size=recipe.training.eval_batch_size, device=_device())
+    return cache, ""
+
+
+def teacher_source(task: TrainerTask, prep: Prepared, train):
+    """The teacher signal source for training: none when no loss reads the teacher, the cache when the recipe
+    allows it, else the live teacher."""
+    if not any(term.reads_teacher for term in prep.module.terms):
+        return None
+    cache, reason = teacher_cache(task, prep, train)
+    if cache is not None:
+        return CachedTeacher(cache)
+    print(f"[kdkit] teacher runs live at every step: {reason}")
+    return LiveTeacher(prep.teacher, **prep.module.teacher_needs().capture_kwargs())
+
+
+def build_teacher_cache(task: TrainerTask, recipe: Recipe, *, rebuild: bool = False) -> dict:
+    """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
+    if recipe.teacher is None:
+        raise ConfigError("the recipe has no teacher, so there is no teacher cache to build")
+    if recipe.teacher.cache == "off":
+        raise ConfigError("teacher.cache is 'off'; set it to 'auto' or a directory to build a cache")
+    prep, splits, _ = task.prepare_all(recipe)  # the cache covers the examples distill trains on
+    started = time.perf_counter()
+    built, reason = teacher_cache(task, prep, splits["train"], rebuild=rebuild)
+    if built is None:
+        raise ConfigError(f"the recipe cannot use a teacher cache: {reason}")
+    return {"path": str(built.path), "examples": built.num_examples, "bytes": built.nbytes,
+            "bytes_per_example": built.nbytes / built.num_examples, "seconds": round(time.perf_counter() - started, 3),
+            "spec": built.spec.to_dict()}

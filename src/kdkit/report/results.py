@@ -1,0 +1,61 @@
+"""The evaluation results every report reads, and the two helpers every reader goes through.
+
+A task's evaluation produces::
+
+    results = {"task": "classification", "primary_metric": "accuracy", "split": "test", "dm_alpha": 0.5,
+               "teacher": entry (absent for a teacher-free run), "student": entry, ...other scalar fields}
+    entry = {"name": str, "params": int, "n": int,
+             "metrics": {"accuracy": 0.8282, "ece": 0.041, ...},
+             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}, "cached": bool (optional)}
+
+Every metric is a fraction in [0, 1], shown as a percentage with two decimals. The primary metric is higher-is-
+better: it ranks runs, and the distillation metric and score ratio are computed from it. The other metrics claim
+no direction, except the few in :data:`LOWER_IS_BETTER`, which only changes their column header and notes.
+
+Runs finished by earlier kdkit versions hold entries with top-level ``accuracy`` (and ``ece``) and no
+``primary_metric``; ``kdkit compare`` reuses such runs, so :func:`metrics_of` and :func:`primary_of` read both.
+"""
+
+from __future__ import annotations
+
+LOWER_IS_BETTER = frozenset({"ece"})
+
+# what a reader says about a metric it shows: only the metrics a report can define in one sentence
+METRIC_NOTES = {"ece": "ece: expected calibration error (ECE), Σ |B|/n·|acc(B) − conf(B)| over 15 equal-width "
+                       "confidence bins; lower is better."}
+
+
+def metrics_of(entry: dict) -> dict[str, float]:
+    """An entry's (or a generations row's) metrics: ``entry["metrics"]``, or for an entry written before metric
+    dicts existed, ``{"accuracy": ..., "ece": ...}`` from its top-level fields (``ece`` only when present)."""
+    if "metrics" in entry:
+        return entry["metrics"]
+    return {"accuracy": entry["accuracy"], **({"ece": entry["ece"]} if entry.get("ece") is not None else {})}
+
+
+def primary_of(results: dict) -> str:
+    """The name of the results' primary metric; results written before it was declared were scored on accuracy."""
+    return results.get("primary_metric", "accuracy")
+
+
+def metric_names(primary: str, entries: list[dict]) -> list[str]:
+    """Every metric of ``entries`` once: the primary first, then the others in the order they first appear."""
+    names = [primary]
+    for entry in entries:
+        names += [name for name in metrics_of(entry) if name not in names]
+    return names
+
+
+def metric_header(name: str) -> str:
+    """A column header: the metric's own name in percent, with an arrow when lower is better."""
+    return f"{name} (%)" + (" ↓" if name in LOWER_IS_BETTER else "")
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; a missing value as a dash."""
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def metric_notes(names: list[str]) -> list[str]:
+    """The definitions of those of ``names`` that a report explains (today only ECE)."""
+    return [METRIC_NOTES[name] for name in names if name in METRIC_NOTES]
