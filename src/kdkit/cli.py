@@ -168,11 +168,10 @@ def info() -> None:
     print("Loss families (kdkit.terms; * = teacher-free):")
     families: dict[str, list[str]] = {}
     for name, cls in terms.TERMS.items():
-        families.setdefault(cls.__module__.rsplit(".", 1)[-1], []).append(name + ("*" if not cls.reads_teacher
-                                                                                 else ""))
-    for family, names in families.items():
-        doc = (_sys.modules[f"kdkit.terms.{family}"].__doc__ or "").strip().splitlines()[0]
-        print(f"  {family:16s} {', '.join(names)}: {doc}")
+        families.setdefault(cls.__module__, []).append(name + ("*" if not cls.reads_teacher else ""))
+    for module, names in families.items():
+        doc = ((_sys.modules[module].__doc__ or "").strip().splitlines() or [""])[0]
+        print(f"  {module.rsplit('.', 1)[-1]:16s} {', '.join(names)}: {doc}")
     print("Student builders (student.init): " + ", ".join(students.BUILDERS))
     print("Layer maps:  " + ", ".join(terms.LayerMapKind.__args__))
     print("Named models (offline assets; hub ids and local folders work too):")

@@ -193,8 +193,8 @@ class Recipe(_Strict):
             for i, term in enumerate(self.losses):
                 if terms.term_class(term.name).reads_attention:
                     raise ConfigError(f"recipe key 'losses[{i}]': '{term.name}' compares attention, but a "
-                                      f"'{self.student.init}' student (student.init) has none; use logit, hidden-state, relation "
-                                      f"or universal_kd losses")
+                                      f"'{self.student.init}' student (student.init) has none; use logit, "
+                                      f"hidden-state, relation or universal_kd losses")
         return self
 
     def student_needs_teacher(self) -> bool:

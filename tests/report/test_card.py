@@ -38,14 +38,17 @@ def test_card_header_is_what_the_hub_reads(tmp_path, recipe, results):
                             pipeline_tag="text-classification")
     assert path == tmp_path / "student" / "README.md"
     header, _ = _split(path.read_text())
-    assert header["base_model"] == "minilm-l6" and header["datasets"] == ["rotten_tomatoes"]
+    # named assets become their hub ids: the Hub resolves those, not kdkit names
+    assert header["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert header["datasets"] == ["cornell-movie-review-data/rotten_tomatoes"]
     assert header["license"] == "apache-2.0" and header["library_name"] == "transformers"
     assert header["pipeline_tag"] == "text-classification"
     assert header["tags"] == ["kdkit", "knowledge-distillation", "classification"]
     [model] = header["model-index"]
     [result] = model["results"]
     assert model["name"] == "quickstart" and result["task"] == {"type": "text-classification", "name": "classification"}
-    assert result["dataset"] == {"type": "rotten_tomatoes", "name": "rotten_tomatoes", "split": "test"}
+    assert result["dataset"] == {"type": "cornell-movie-review-data/rotten_tomatoes", "name": "rotten_tomatoes",
+                                 "split": "test"}
     # the primary metric first, the values as the report's fractions
     assert result["metrics"] == [{"name": "accuracy", "type": "accuracy", "value": 0.7825},
                                  {"name": "ece", "type": "ece", "value": 0.041}]

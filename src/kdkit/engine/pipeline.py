@@ -9,6 +9,7 @@ the artifact store, the checkpoints and the reports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from accelerate import PartialState
 from torch import nn
+from transformers import set_seed
 
 from kdkit.capture import Capture, Representations, num_layers
 from kdkit.config import Recipe, recipe_to_yaml
@@ -30,6 +32,7 @@ from kdkit.report.environment import environment
 from kdkit.report.report import write_report
 from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
+from kdkit.signals.live import teacher_inputs
 from kdkit.store import ArtifactStore, digest
 from kdkit.terms import SetupContext, build_terms, signal_spec
 
@@ -95,8 +98,12 @@ class TrainerTask(Task):
         raise NotImplementedError
 
     def forward(self, capture: Capture, batch: dict) -> Representations:
-        """How a (student) model is called on a batch; the representations the terms read."""
+        """How the student is called on a batch; the representations the terms read."""
         return capture(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    def teacher_forward(self, capture: Capture, batch: dict) -> Representations:
+        """How the live teacher is called on a batch (its own token ids where its tokenizer differs)."""
+        return capture(**teacher_inputs(batch))
 
     def num_outputs(self, prep: Prepared) -> int:
         """Size of the logits' last axis (classes, vocabulary): dense or top-k teacher cache."""
@@ -120,8 +127,6 @@ class TrainerTask(Task):
             training_arguments(recipe.teacher.finetune, recipe.resolved_output_dir() / "checkpoints")
         data = data if data is not None else self.load_data(recipe)
         teacher_path = teacher_path or (recipe.teacher.model if recipe.teacher else None)
-        from transformers import set_seed
-
         set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the seed
         teacher, teacher_tokenizer = (None, None) if teacher_path is None else \
             self.load_teacher(recipe, data, teacher_path)
@@ -232,8 +237,6 @@ def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = F
     teacher_fp, tokenizer_fp = fingerprint_model(prep.teacher), fingerprint_tokenizer(prep.teacher_tokenizer)
     keys = [example_key(real_token_ids(example)) for example in train]
     if mode == "auto":
-        import hashlib
-
         path = ArtifactStore().path("signals", digest({
             "teacher": teacher_fp, "tokenizer": tokenizer_fp, "spec": spec.to_dict(),
             "examples": hashlib.sha256(b"".join(sorted(set(keys)))).hexdigest()}))
@@ -243,7 +246,8 @@ def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = F
     with PartialState().main_process_first():  # the main rank builds; the others open what it wrote
         cache = None
         if (path / "manifest.json").is_file() and not rebuild:
-            cache = TeacherCache.open(path, spec=spec, teacher_fingerprint=teacher_fp, tokenizer_fingerprint=tokenizer_fp)
+            cache = TeacherCache.open(path, spec=spec, teacher_fingerprint=teacher_fp,
+                                      tokenizer_fingerprint=tokenizer_fp)
             missing = sum(key not in cache for key in set(keys))
             if missing:
                 raise CacheError(f"{missing} training examples are not in the teacher cache '{path}': the data "
@@ -266,7 +270,7 @@ def teacher_source(task: TrainerTask, prep: Prepared, train):
     if cache is not None:
         return CachedTeacher(cache)
     print(f"[kdkit] teacher runs live at every step: {reason}")
-    return LiveTeacher(prep.teacher, **prep.module.teacher_needs().capture_kwargs())
+    return LiveTeacher(prep.teacher, task.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
 
 
 def build_teacher_cache(task: TrainerTask, recipe: Recipe, *, rebuild: bool = False) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from kdkit.assets import DATASETS, MODELS
 from kdkit.report.report import render_markdown
 from kdkit.report.results import metrics_of, primary_of
 
@@ -21,13 +22,26 @@ def _loss_list(losses: list[dict]) -> str:
                      for loss in losses) or "none"
 
 
+def _hub_id(name: str | None, named: dict) -> str | None:
+    """What the Hub can resolve: a kdkit named asset's hub id, a hub id as it is; ``None`` for a local folder or
+    file (a path is no base model or dataset on the Hub; the card's body still names it)."""
+    if not name:
+        return None
+    if name in named:
+        return named[name].hub
+    if name.startswith(("/", ".", "~")) or Path(name).expanduser().exists():
+        return None
+    return name
+
+
 def _header(results: dict, recipe: dict, task: str, pipeline_tag: str, license: str) -> dict:
-    teacher, dataset = recipe.get("teacher"), (recipe.get("data") or {}).get("dataset")
+    teacher = _hub_id((recipe.get("teacher") or {}).get("model"), MODELS)
+    dataset = _hub_id((recipe.get("data") or {}).get("dataset"), DATASETS)
     primary = primary_of(results)
     metrics = metrics_of(results["student"])
     names = [primary, *(name for name in metrics if name != primary)]
     return {
-        **({"base_model": teacher["model"]} if teacher else {}),
+        **({"base_model": teacher} if teacher else {}),
         **({"datasets": [dataset]} if dataset else {}),
         "license": license,
         "library_name": "transformers",
@@ -37,7 +51,8 @@ def _header(results: dict, recipe: dict, task: str, pipeline_tag: str, license: 
             "name": recipe.get("name") or results["student"]["name"],
             "results": [{
                 "task": {"type": pipeline_tag, "name": task},
-                "dataset": {"type": dataset or "local", "name": dataset or "local files",
+                "dataset": {"type": dataset or "local",
+                            "name": (recipe.get("data") or {}).get("dataset") or "local files",
                             **({"split": results["split"]} if results.get("split") else {})},
                 "metrics": [{"name": name, "type": name, "value": metrics[name]} for name in names],
             }],

@@ -19,12 +19,18 @@ def teacher_inputs(batch: dict) -> dict:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-class LiveTeacher:
-    """Runs the frozen teacher on each batch and returns its :class:`Representations`."""
+def _default_forward(capture: Capture, batch: dict) -> Representations:
+    return capture(**teacher_inputs(batch))
 
-    def __init__(self, model: nn.Module, **capture_kwargs):
+
+class LiveTeacher:
+    """Runs the frozen teacher on each batch and returns its :class:`Representations`; ``forward(capture, batch)``
+    says how the task calls a model on a batch (default: the teacher's view of ``input_ids``/``attention_mask``)."""
+
+    def __init__(self, model: nn.Module, forward=_default_forward, **capture_kwargs):
         self.model = model.eval().requires_grad_(False)
         self.capture = Capture(self.model, **capture_kwargs)
+        self.forward = forward
 
     def to(self, device: torch.device | str) -> "LiveTeacher":
         self.model.to(device)
@@ -32,4 +38,4 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> Representations:
-        return self.capture(**teacher_inputs(batch))
+        return self.forward(self.capture, batch)

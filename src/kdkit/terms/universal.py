@@ -180,8 +180,8 @@ class UniversalKDTerm(Term):
 
     def forward(self, student, teacher, batch):
         if not self.prepared:
-            raise ConfigError("loss 'universal_kd': the teacher probes are not fitted; call the term's "
-                              "setup(SetupContext(teacher, train_dataset, collator)) before training (kdkit distill does)")
+            raise ConfigError("loss 'universal_kd': the teacher probes are not fitted; call the term's setup("
+                              "SetupContext(teacher, train_dataset, collator)) before training (kdkit distill does)")
         with torch.no_grad():
             t_logits = self.teacher_probes([teacher.pooled(layer, self.pooling) for layer in self.teacher_layers])
         s_logits = self.student_probes(self.student_pooled(student))

@@ -1,4 +1,5 @@
-"""Numerical faults: a NaN/inf loss term stops the run (exit code 2, last good checkpoint kept) or is skipped."""
+"""End to end through the CLI. Numerical faults: a NaN/inf loss term stops the run (exit code 2, last good checkpoint
+kept) or is skipped."""
 
 from __future__ import annotations
 

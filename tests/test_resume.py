@@ -1,4 +1,4 @@
-"""Exact resume after ``kill -9`` and determinism, on the tiny models (CPU).
+"""End to end through the CLI. Exact resume after ``kill -9`` and determinism, on the tiny models (CPU).
 
 Dropout stays on (BERT's 0.1): an exact match after resume then shows that the saved RNG states are restored at
 the right point, which turning dropout off would hide. Comparisons are exact (``torch.equal``, ``==`` on floats):
