@@ -119,8 +119,8 @@ class DistillationModule(nn.Module):
     accumulation or the number of processes; without ``step_units`` (a plain call) ``sᵢ`` is 1.
     """
 
-    # the Trainer then hands compute_loss the step's counts and does not divide by accumulation steps itself
-    accepts_loss_kwargs = True
+    # the Trainer need not count labels: DistillationTrainer.get_batch_samples counts the terms' own units
+    accepts_loss_kwargs = False
 
     def __init__(self, student: nn.Module, terms: list[Term], forward=_default_forward):
         super().__init__()
@@ -193,9 +193,12 @@ class DistillationTrainer(Trainer):
         Other arguments are those of ``transformers.Trainer``.
     """
 
+    # compute_loss normalises by the units of the whole step (get_batch_samples), so the Trainer must not divide
+    # by the number of accumulation steps again
+    loss_is_scaled_for_ga = True
+
     def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
-        self.model_accepts_loss_kwargs = True  # compute_loss normalises by the step's units (get_batch_samples)
         self.add_callback(_AfterOptimizerStep)
         self.add_callback(_FreezeLongLivedObjects)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
@@ -226,7 +229,9 @@ class DistillationTrainer(Trainer):
             self._window_start = (time.perf_counter(), self.state.global_step)
         teacher = self.teacher(inputs) if self.teacher is not None else None
         total, values, logits = model(inputs, teacher, num_items_in_batch)
-        if num_items_in_batch is not None and self.args.world_size > 1:
+        if num_items_in_batch is None:  # no counts (a call outside the training loop): a plain mean per micro-batch
+            total = total / getattr(self, "current_gradient_accumulation_steps", 1)
+        elif self.args.world_size > 1:
             # DDP averages gradients over processes; each process's share is of the global step already
             total = total * self.args.world_size
         self._term_names = list(values)
