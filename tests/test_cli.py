@@ -37,8 +37,13 @@ def test_existing_output_dir_is_refused_then_resumed_or_overwritten(tiny_recipe,
     code, _, err = run_cli(["distill", str(path)], capsys)
     assert code == 2 and "already holds a run" in err
     assert run_cli(["distill", str(path), "--overwrite"], capsys)[0] == 0
-    code, _, err = run_cli(["distill", str(path), "--resume", "--set", "training.max_steps=6"], capsys)
+    longer = ["distill", str(path), "--resume", "--set", "training.max_steps=6"]
+    code, _, err = run_cli(longer, capsys)
+    assert code == 2 and "training.max_steps: 4 → 6" in err and "--force" in err
+    code, _, err = run_cli(longer + ["--force"], capsys)
     assert code == 0, err
+    assert "max_steps: 6" in (tmp_path / "run" / "recipe.yaml").read_text()
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-6").is_dir()
 
 
 @pytest.mark.parametrize("key, value, expected", [

@@ -46,6 +46,11 @@ def test_minimal_recipe_gets_documented_defaults():
     ("training", {"epochs": 0}, "recipe key 'training.epochs'"),
     ("training", {"batch_size": "big"}, "recipe key 'training.batch_size'"),
     ("training", {"lr": 1e-3}, "recipe key 'training.lr' is unknown"),
+    ("training", {"batch_size": True}, "recipe key 'training.batch_size': Input should be a number"),
+    ("training", {"seed": -1}, "recipe key 'training.seed'"),
+    ("training", {"epochs": float("inf")}, "recipe key 'training.epochs': Input should be a finite number"),
+    ("losses.0", {"name": "kd", "t2_scaling": 1}, "recipe key 'losses[0].t2_scaling': Input should be true or false"),
+    ("losses.0", {"name": "kd", "temperature": 1e-30}, "recipe key 'losses[0].temperature'"),
     ("evaluation", {"dm_alpha": 1.5}, "recipe key 'evaluation.dm_alpha'"),
     ("data", {"dataset": "x", "train_file": "y.csv"}, "exactly one of data.dataset"),
 ])
@@ -77,6 +82,9 @@ def test_overrides_parse_yaml_values_and_index_lists():
     ("training.epochs", "expected key=value"),
     ("losses.3.weight=1", "not an index of the 1-item list 'losses'"),
     ("data.dataset.x=1", "'data.dataset' is not a mapping"),
+    ("losses.99999999999999.weight=1", "'99999999999999' is not an index"),
+    ("training.extra=&a [*a]", "the value uses the YAML alias \\*a inside its own anchor"),
+    ("training={epochs: 1, epochs: 2}", "gives key 'epochs' twice"),
 ])
 def test_bad_overrides(item, expected):
     with pytest.raises(ConfigError, match=expected):
@@ -94,6 +102,10 @@ def test_recipe_files(tmp_path):
     broken.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         read_recipe_file(broken)
+    duplicated = tmp_path / "duplicated.yaml"
+    duplicated.write_text("name: a\nname: b\n")
+    with pytest.raises(ConfigError, match=r"gives key 'name' twice \(lines 1 and 2\)"):
+        read_recipe_file(duplicated)
     tagged = tmp_path / "tagged.yaml"
     tagged.write_text("data: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

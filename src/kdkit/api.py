@@ -21,12 +21,20 @@ def _recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> 
 
 
 def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, resume: bool = False,
-            overwrite: bool = False) -> dict:
-    """Run a recipe end to end and return the report as a dict (also written to ``output_dir``)."""
+            overwrite: bool = False, force: bool = False) -> dict:
+    """Run a recipe end to end and return the report as a dict (also written to ``output_dir``).
+
+    ``resume`` continues the run in ``output_dir`` with the recipe it started with; ``force`` also accepts changes
+    to the keys that are safe to change on resume (:data:`kdkit.engine.pipeline.RESUME_SAFE_KEYS`)."""
+    if force and not resume:
+        raise ConfigError("--force goes with --resume: it accepts a resume whose recipe changed logging, saving, "
+                          "evaluation or training-length keys")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in output_dir and --overwrite replaces it; give one of them")
     recipe = _recipe(recipe, overrides)
     if recipe.generations is not None:
         return generations.distill_generations(recipe, distill, resume=resume, overwrite=overwrite)
-    return get_task(recipe.task).run(recipe, resume=resume, overwrite=overwrite)
+    return get_task(recipe.task).run(recipe, resume=resume, overwrite=overwrite, force=force)
 
 
 def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, rebuild: bool = False) -> dict:
@@ -48,10 +56,10 @@ def evaluate(model: str, data, *, teacher: str | None = None, evaluation=None, b
 
 
 def quickstart(output_dir: str | Path | None = None, overrides: list[str] | None = None, *, resume: bool = False,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, force: bool = False) -> dict:
     """The shipped quickstart recipe: MiniLM-L6 teacher → 3-layer student on Rotten Tomatoes."""
     extra = [f"output_dir={output_dir}"] if output_dir else []
-    return distill("quickstart", extra + (overrides or []), resume=resume, overwrite=overwrite)
+    return distill("quickstart", extra + (overrides or []), resume=resume, overwrite=overwrite, force=force)
 
 
 def compare(source: str | Path | dict | list, seeds: list[int] | None = None, overrides: list[str] | None = None,

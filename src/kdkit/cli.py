@@ -1,13 +1,23 @@
 """The ``kdkit`` command line: ``distill``, ``cache``, ``compare``, ``eval``, ``info`` and ``quickstart``.
 
-Any error a user can fix (a :class:`~kdkit.errors.KdkitError`) is printed as one line on stderr and the command
-exits with code 2, without a traceback.
+Exit codes, each with one line on stderr and no traceback:
+
+- 0: done; a run that trained no step or evaluated to a NaN/infinite metric never ends so (see
+  :mod:`kdkit.engine.pipeline`);
+- 2: an error the user can fix (a :class:`~kdkit.errors.KdkitError`, a usage error): ``error: ...``;
+- 130: Ctrl-C: ``interrupted at step N; resume with --resume`` once training had begun, else ``interrupted``;
+- 1: anything else is kdkit's fault: ``internal error: <type>: <message>; details in <file>``, the traceback in
+  ``<output_dir>/error.log`` when the run has a folder, else in a temporary file.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +36,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="kdkit: knowledge distillation for language models.")
 
 SET_HELP = "Override a recipe key, e.g. --set training.epochs=1 --set losses.0.weight=0.5 (repeatable)."
+FORCE_HELP = ("With --resume: accept a recipe whose logging, saving, evaluation or training-length keys "
+              "(training.max_steps, training.epochs) changed; other changes are always refused.")
+
+
+class _Interrupted(Exception):
+    """A Ctrl-C on its way to :func:`main`: typer would reduce the ``KeyboardInterrupt`` (with the step a run had
+    reached, :class:`~kdkit.engine.pipeline.RunInterrupted`) to a bare exit code."""
+
+
+def _interruptible(command):
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as err:
+            raise _Interrupted(str(err) or "interrupted") from err
+    return run
 
 
 def _print_report(report: dict) -> None:
@@ -37,17 +64,20 @@ def _print_report(report: dict) -> None:
 
 
 @app.command()
+@_interruptible
 def distill(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+            force: bool = typer.Option(False, "--force", help=FORCE_HELP),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir.")) -> None:
     """Distil a student as a recipe says, then evaluate it against the teacher and write the report."""
     from kdkit import api
 
-    _print_report(api.distill(recipe, set_, resume=resume, overwrite=overwrite))
+    _print_report(api.distill(recipe, set_, resume=resume, overwrite=overwrite, force=force))
 
 
 @app.command()
+@_interruptible
 def cache(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
           rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if a current cache exists.")) -> None:
@@ -60,17 +90,20 @@ def cache(recipe: str = typer.Argument(..., help="A recipe YAML file or a shippe
 
 
 @app.command()
+@_interruptible
 def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the run goes (default runs/quickstart)."),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP),
                resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+               force: bool = typer.Option(False, "--force", help=FORCE_HELP),
                overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir.")) -> None:
     """MiniLM-L6 teacher → 3-layer student on Rotten Tomatoes, with the size/speed/quality report."""
     from kdkit import api
 
-    _print_report(api.quickstart(output_dir, set_, resume=resume, overwrite=overwrite))
+    _print_report(api.quickstart(output_dir, set_, resume=resume, overwrite=overwrite, force=force))
 
 
 @app.command("eval")
+@_interruptible
 def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier)."),
              dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`)."),
              train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels)."),
@@ -84,7 +117,12 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
     """Accuracy, parameters and CPU latency of a classifier (side by side with a teacher if given)."""
     from kdkit import api
     from kdkit.config import parse_recipe
+    from kdkit.errors import ConfigError
+    from kdkit.schema import BATCH_MAX, TOKENS_MAX
 
+    for flag, value, top in (("--batch-size", batch_size, BATCH_MAX), ("--max-length", max_length, TOKENS_MAX)):
+        if not 1 <= value <= top:
+            raise ConfigError(f"eval {flag} {value}: give an integer in 1..{top}")
     # one validation path for every entry point: build the same typed sections a recipe would have
     recipe = parse_recipe({
         "data": {"dataset": dataset, "train_file": train_file, "test_file": test_file,
@@ -100,6 +138,7 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
 
 
 @app.command()
+@_interruptible
 def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (with 'runs' or 'grid'), or "
                                                            "several recipes (files or shipped names), one run each."),
             seeds: list[str] = typer.Option([], "--seeds", help="Seeds: --seeds 0 1 2 or --seeds 0,1,2 "
@@ -119,6 +158,7 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
     from kdkit import api
     from kdkit.errors import ConfigError
     from kdkit.report.leaderboard import is_comparison_file
+    from kdkit.schema import SEED_MAX, shorten
 
     # click options take one value each, so the numbers after `--seeds 0` arrive as positional arguments
     if seeds:
@@ -127,7 +167,11 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
     try:
         seed_list = [int(part) for item in seeds for part in item.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--seeds {' '.join(seeds)}: seeds are integers, e.g. --seeds 0 1 2") from None
+        raise typer.BadParameter(f"--seeds {shorten(' '.join(seeds))}: seeds are integers, e.g. --seeds 0 1 2"
+                                 ) from None
+    bad_seed = next((seed for seed in seed_list if not 0 <= seed <= SEED_MAX), None)
+    if bad_seed is not None:
+        raise ConfigError(f"compare --seeds {shorten(bad_seed)}: a seed is an integer in 0..{SEED_MAX}")
     if document is not None:
         not_comparisons = [item for item in sources if not is_comparison_file(item)]
         if not_comparisons:
@@ -146,8 +190,14 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
             if is_comparison_file(item):
                 raise ConfigError(f"compare: '{item}' is a comparison file; give it alone, not with recipes")
         source = sources
-    board = api.compare(source, seed_list or None, set_, output_dir=output_dir, name=name, alpha=alpha,
-                        overwrite=overwrite)
+    from kdkit.engine.pipeline import RunInterrupted
+
+    try:
+        board = api.compare(source, seed_list or None, set_, output_dir=output_dir, name=name, alpha=alpha,
+                            overwrite=overwrite)
+    except RunInterrupted as err:  # compare has no --resume: running it again resumes interrupted runs
+        err.hint = "run the same `kdkit compare` again to resume"
+        raise
     print(Path(board["files"]["md"]).read_text())
     print("written: " + ", ".join(board["files"].values()))
 
@@ -183,14 +233,31 @@ def info() -> None:
     print("Recipes:     " + ", ".join(shipped_recipes()))
 
 
+def _error_log(err: BaseException, argv: list[str]) -> Path:
+    """Write the traceback of an internal error to the run's ``error.log`` (``kdkit_run_dir``, set by the
+    pipeline), else to a temporary file; return where."""
+    text = f"kdkit {' '.join(argv)}\n\n" + "".join(traceback.format_exception(err))
+    run = getattr(err, "kdkit_run_dir", None)
+    if run is not None:
+        try:
+            (Path(run) / "error.log").write_text(text, encoding="utf-8")
+            return Path(run) / "error.log"
+        except OSError:
+            pass
+    fd, path = tempfile.mkstemp(prefix="kdkit-error-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except KdkitError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except (_Interrupted, KeyboardInterrupt) as err:
+        print(str(err) or "interrupted", file=sys.stderr)
         sys.exit(130)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
@@ -201,6 +268,16 @@ def main(argv: list[str] | None = None) -> None:
             hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
             print(f"error: {err.format_message()}{hint}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Exception as err:  # kdkit's fault, not the user's: one line here, the traceback in a file
+        log = _error_log(err, sys.argv[1:] if argv is None else argv)
+        message = (str(err).strip().splitlines() or [""])[0]
+        message = message if len(message) <= 200 else message[:197] + "..."
+        print(f"internal error: {type(err).__name__}: {message}; details in {log}", file=sys.stderr)
+        sys.exit(1)
+    if code == 130:  # typer's exit code for a Ctrl-C outside a command (while parsing the arguments)
+        print("interrupted", file=sys.stderr)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """Typed recipes: YAML in, validated plain objects out.
 
 A recipe is validated once, here, at the edge. Every problem becomes one :class:`ConfigError` line that names
-the key, the bad value and what would be valid; nothing downstream re-checks types. Recipes are data only:
-YAML is read with ``yaml.safe_load`` so no tag can execute code.
+the key, the bad value (cut to a line, see :func:`kdkit.schema.shorten`) and what would be valid; nothing
+downstream re-checks types. Every field has bounds (finite, ranges, booleans kept apart from numbers; see
+:mod:`kdkit.schema`).
+
+Recipes are data only. Files and ``--set`` values are read by one hardened YAML loader (safe: no tag executes
+code) that also refuses what YAML allows but a recipe never needs: a file over 1 MiB (checked before parsing), a
+key given twice in one mapping (both lines named), nesting deeper than 32 levels, and aliases that expand to more
+than 10,000 values (an alias bomb fails after a few thousand, never expanding further). ``1e-5`` is read as a
+number (PyYAML's YAML 1.1 rules would read it as a string), so ``1e400`` is inf, which every float field refuses.
 
 The sections every task shares are defined here (``teacher``, ``student``, ``training``, ``evaluation``,
 ``generations``); a task's recipe (``task:``, default ``classification``) subclasses :class:`Recipe` with its own
@@ -14,8 +21,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -24,9 +31,12 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from kdkit import students, terms
 from kdkit.errors import ConfigError
-from kdkit.schema import Strict
+from kdkit.schema import (COUNT_MAX, MAX_DEPTH, BatchSize, Count, Epochs, Fraction, LayerIndex,
+                          LearningRate, Seed, Strict, Temperature, did_you_mean, shorten)
 
 _Strict = Strict
+MAX_RECIPE_BYTES = 1 << 20  # a recipe file, or one --set item; shipped recipes are under 4 KiB
+ALIAS_VALUES_MAX = 10_000  # values YAML aliases may add: a 50-value base recipe shared by 200 runs
 
 
 class TrainConfig(_Strict):
@@ -39,24 +49,28 @@ class TrainConfig(_Strict):
     are kept), or ``skip`` the batch (it adds no gradient; the count is logged as ``skipped_batches``). Under
     ``skip`` the run still stops at ``max_consecutive_nonfinite`` bad batches in a row: by then the model itself,
     not one batch, has diverged.
+
+    Bounds: epochs (0, 1e4]; max_steps -1 (train for ``epochs``) or up to 2³¹ − 1; learning_rate (1e-12, 10];
+    batch sizes and gradient_accumulation_steps 1..2¹⁶; weight_decay [0, 10]; warmup_ratio [0, 1); seed
+    0..2³² − 1; step counts and limits 1..2³¹ − 1; no value in ``extra`` is NaN or infinite.
     """
 
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)
-    learning_rate: float = Field(5e-5, gt=0)
-    batch_size: int = Field(32, gt=0)
-    eval_batch_size: int = Field(64, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    epochs: Epochs = 3.0
+    max_steps: int = Field(-1, ge=-1, le=COUNT_MAX)
+    learning_rate: LearningRate = 5e-5
+    batch_size: BatchSize = 32
+    eval_batch_size: BatchSize = 64
+    gradient_accumulation_steps: BatchSize = 1
+    weight_decay: float = Field(0.01, ge=0, le=10)
+    warmup_ratio: Fraction = 0.0
     lr_scheduler_type: str = "linear"
-    seed: int = 42
-    logging_steps: int = Field(50, gt=0)
-    save_steps: int = Field(500, gt=0)
-    save_total_limit: int = Field(2, gt=0)
+    seed: Seed = 42
+    logging_steps: Count = 50
+    save_steps: Count = 500
+    save_total_limit: Count = 2
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     nonfinite: Literal["stop", "skip"] = "stop"
-    max_consecutive_nonfinite: int = Field(10, gt=0)
+    max_consecutive_nonfinite: Count = 10
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("extra")
@@ -69,9 +83,7 @@ class TrainConfig(_Strict):
         known = {f.name for f in dataclasses.fields(TrainingArguments)}
         for name in extra:
             if name not in known:
-                close = difflib.get_close_matches(str(name), known, n=1)
-                raise ValueError(f"'{name}' is not a TrainingArguments field"
-                                 + (f"; did you mean '{close[0]}'?" if close else ""))
+                raise ValueError(f"'{shorten(name)}' is not a TrainingArguments field{did_you_mean(name, known)}")
         return extra
 
 
@@ -86,14 +98,15 @@ class TeacherConfig(_Strict):
     once over the training split and reads its outputs from a cache keyed by the teacher's weights, the tokenizer,
     the training examples and what the losses need; terms that need attention maps or hooked Q/K/V fall back to
     the live teacher. ``off`` runs the teacher at every step. A directory path uses (or builds) the cache there
-    and refuses a stale one. ``cache_top_k`` is used when the label/vocabulary axis exceeds ``cache_dense_max``.
+    and refuses a stale one. ``cache_top_k`` is used when the label/vocabulary axis exceeds ``cache_dense_max``
+    (both 1..2³¹ − 1).
     """
 
     model: str
     finetune: TrainConfig | None = None
     cache: str = "auto"
-    cache_top_k: int = Field(32, gt=0)
-    cache_dense_max: int = Field(1024, gt=0)
+    cache_top_k: Count = 32
+    cache_dense_max: Count = 1024
 
 
 class StudentConfig(_Strict):
@@ -105,10 +118,13 @@ class StudentConfig(_Strict):
     - ``pretrained``: load ``model`` as it is (its own tokenizer may differ from the teacher's).
     - ``bilstm``: a BiLSTM classifier over the teacher's tokenizer (cross-architecture, e.g. for Universal-KD);
       ``overrides`` hold its shape and ``embedding: teacher|random`` (see kdkit.students.bilstm).
+
+    ``layers``: at most 256 indices, each 0..4095; ``overrides`` are checked against the model's own rules when it
+    is built (positive sizes, heads dividing the width, ...).
     """
 
     init: str = "teacher_layers"
-    layers: list[int] | None = None
+    layers: list[LayerIndex] | None = Field(None, max_length=256)
     model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -126,11 +142,12 @@ class StudentConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """What the final report measures."""
+    """What the final report measures: latency at each of ``latency_batch_sizes`` (1..2¹⁶, at most 64 of them),
+    ``latency_repeats`` times (1..10⁶); ``dm_alpha`` in [0, 1]."""
 
     split: Literal["validation", "test"] = "test"
-    latency_batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 32])
-    latency_repeats: int = Field(20, gt=0)
+    latency_batch_sizes: list[BatchSize] = Field(default_factory=lambda: [1, 32], max_length=64)
+    latency_repeats: int = Field(20, gt=0, le=10**6)
     dm_alpha: float = Field(0.5, ge=0, le=1)
 
 
@@ -142,11 +159,12 @@ class GenerationsConfig(_Strict):
     on (1 − ``alpha``)·CE(y) + ``alpha``·soft-CE(σ(z_{g−1}/``temperature``)) with generation g − 1's exported
     student as the teacher; the temperature divides the teacher's logits only (student at T = 1) and there is no
     T² factor, as in the paper's formula. Each generation is an ordinary run in ``<output_dir>/gen-<g>``.
+    Bounds: count 2..100, alpha [0, 1], temperature [1e-3, 1e3].
     """
 
     count: int = Field(3, ge=2, le=100)
     alpha: float = Field(0.4, ge=0, le=1)
-    temperature: float = Field(4.0, gt=0)
+    temperature: Temperature = 4.0
 
 
 class Recipe(_Strict):
@@ -157,7 +175,7 @@ class Recipe(_Strict):
     ``generations`` turns the run into born-again self-distillation (see :class:`GenerationsConfig`).
     """
 
-    name: str = "distill"
+    name: str = Field("distill", min_length=1, max_length=128)  # names the run's folder
     task: str = "classification"
     data: Any = None
     teacher: TeacherConfig | None = None
@@ -225,7 +243,7 @@ def _task_of(data: dict):
 
     name = data.get("task", "classification")
     if not isinstance(name, str) or name not in tasks.TASKS:
-        raise ConfigError(f"recipe key 'task': {name!r} is not a task; valid: {', '.join(tasks.TASKS)}")
+        raise ConfigError(f"recipe key 'task': {shorten(name)!r} is not a task; valid: {', '.join(tasks.TASKS)}")
     return tasks.TASKS[name]
 
 
@@ -237,7 +255,7 @@ def _key_path(loc: tuple) -> str:
         elif item in terms.CONFIGS and parts and parts[-1].startswith("["):
             continue  # pydantic adds the discriminator value as a path step; it is not a key the user wrote
         else:
-            parts.append(("." if parts else "") + str(item))
+            parts.append(("." if parts else "") + shorten(str(item)))
     return "".join(parts) or "<recipe>"
 
 
@@ -252,14 +270,14 @@ def _one_line(err: ValidationError, task: str, model: type[Recipe]) -> str:
                                        and first["loc"][0] == "losses" and first["loc"][2] == "name"):
         name = first["input"].get("name") if isinstance(first["input"], dict) else first["input"]
         key = key.removesuffix(".name")
-        return f"recipe key '{key}.name': unknown loss {name!r}; valid: {names}"
+        return f"recipe key '{key}.name': unknown loss {shorten(name)!r}; valid: {names}"
     if kind == "union_tag_not_found":
         return f"recipe key '{key}': a loss needs 'name', one of: {names}"
     if kind == "missing":
         return f"recipe key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {shorten(value)})"
     return f"recipe key '{key}': {message}{shown}"
 
 
@@ -291,45 +309,163 @@ def parse_recipe(data: Any) -> Recipe:
         raise ConfigError(_one_line(err, task.name, model)) from None
 
 
-def read_recipe_file(path: str | Path) -> dict:
-    """Read a YAML recipe as plain data (``yaml.safe_load``: tags never execute code)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"recipe file '{path}' is a directory; give a YAML file or a shipped recipe name")
-    if not path.is_file():
-        raise ConfigError(f"recipe file '{path}' does not exist")
+class _Refused(yaml.YAMLError):
+    """YAML that is valid but that a recipe may not use; the message says what and where."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tag executes code) that refuses keys given twice in one mapping and nesting deeper
+    than ``MAX_DEPTH``, expands aliases into copies under a small limit, and reads ``1e-5`` as a number.
+
+    An alias (``*base``, as ``yaml.safe_dump`` writes for a value used twice) becomes a copy of its anchored value,
+    so changing one place (``--set``) never changes another; all aliases together may add at most
+    ``ALIAS_VALUES_MAX`` values, so an alias bomb fails at the alias that crosses the limit, after a few thousand
+    values, instead of expanding to billions.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0
+        self._open: set[str] = set()  # anchors whose value is being read: an alias to one would be a cycle
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep (line {line})")
+        if isinstance(event, yaml.AliasEvent):
+            return self._expand(event.anchor, line)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.add(anchor)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.discard(anchor)
+
+    def _expand(self, anchor: str, line: int) -> yaml.Node:
+        """A copy of the node ``anchor`` names, counted against ``ALIAS_VALUES_MAX``."""
+        if anchor in self._open:
+            raise _Refused(f"uses the YAML alias *{shorten(anchor)} inside its own anchor (line {line}); a recipe "
+                           f"cannot contain itself")
+        node = super().compose_node(None, None)  # the anchored node (PyYAML names an undefined alias)
+        values, height = _extent(node)
+        self._expanded += values
+        if self._expanded > ALIAS_VALUES_MAX:
+            raise _Refused(f"expands its YAML aliases to more than {ALIAS_VALUES_MAX} values (alias "
+                           f"*{shorten(anchor)}, line {line}); write the values out")
+        if self._depth + height > MAX_DEPTH:
+            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep (line {line}, alias *{shorten(anchor)})")
+        return _copy_node(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # ``<<: *base`` merges a mapping, where explicit keys win
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = lines.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the constructor refuses it
+                if first is not None:
+                    raise _Refused(f"gives key '{shorten(str(key))}' twice (lines {first} and {line}); keep one")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _extent(node: yaml.Node) -> tuple[int, int]:
+    """How many values (nodes) ``node`` holds and how deep it nests."""
+    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+        node.value if isinstance(node, yaml.SequenceNode) else []
+    extents = [_extent(child) for child in children]
+    return 1 + sum(v for v, _ in extents), 1 + max((h for _, h in extents), default=0)
+
+
+def _copy_node(node: yaml.Node) -> yaml.Node:
+    if isinstance(node, yaml.MappingNode):
+        value = [(_copy_node(k), _copy_node(v)) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        value = [_copy_node(item) for item in node.value]
+    else:
+        return yaml.ScalarNode(node.tag, node.value, node.start_mark, node.end_mark, node.style)
+    return type(node)(node.tag, value, node.start_mark, node.end_mark, node.flow_style)
+
+
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent; YAML 1.2 and people also write 1e-5
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse ``text`` with :class:`RecipeLoader`; any problem is one :class:`ConfigError` line that starts with
+    ``where`` (``recipe file 'x.yaml'``)."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{where} is {len(text)} characters; at most {MAX_RECIPE_BYTES} (1 MiB) are read")
+    loader = RecipeLoader(text)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        detail = str(err).splitlines()[0]
-        raise ConfigError(f"recipe file '{path}' is not valid YAML: {detail}") from None
+        return loader.get_single_data()
+    except _Refused as err:
+        raise ConfigError(f"{where} {err}") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: int() of a number with over 4300 digits
+        raise ConfigError(f"{where} is not valid YAML: {shorten(str(err).splitlines()[0], 200)}") from None
+    finally:
+        loader.dispose()
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    """Read a YAML recipe (or comparison) file as plain data with the hardened :class:`RecipeLoader`; a file over
+    ``MAX_RECIPE_BYTES`` is refused before it is parsed."""
+    path = Path(path)
+    where = f"recipe file '{path}'"
+    if path.is_dir():
+        raise ConfigError(f"{where} is a directory; give a YAML file or a shipped recipe name")
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
+    with path.open("rb") as file:
+        raw = file.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_RECIPE_BYTES} bytes (1 MiB); a recipe is a short file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{where} is not valid YAML: not UTF-8 at byte {err.start}") from None
+    data = load_yaml(text, where)
     if data is None:
-        raise ConfigError(f"recipe file '{path}' is empty")
+        raise ConfigError(f"{where} is empty")
     return data
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (``losses.0.weight=0.5``); values are parsed as YAML scalars/lists."""
+    """Apply ``key.sub=value`` overrides (``losses.0.weight=0.5``); values are parsed as YAML scalars/lists by the
+    same hardened loader as recipe files."""
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
+        shown = shorten(item)
         if not sep or not key:
-            raise ConfigError(f"--set '{item}': expected key=value, e.g. training.epochs=2")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set '{item}': value {raw!r} is not valid YAML") from None
-        node: Any = data
+            raise ConfigError(f"--set '{shown}': expected key=value, e.g. training.epochs=2")
         parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise ConfigError(f"--set '{shown}': the key is nested more than {MAX_DEPTH} levels deep")
+        value = load_yaml(raw, f"--set '{shown}': the value")
+        node: Any = data
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
+            where = shorten(".".join(parts[:i]))
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--set '{item}': '{part}' is not an index of the {len(node)}-item list "
-                                      f"'{'.'.join(parts[:i])}'")
+                if not (part.isdigit() and len(part) < 10) or int(part) >= len(node):
+                    raise ConfigError(f"--set '{shown}': '{shorten(part)}' is not an index of the {len(node)}-item "
+                                      f"list '{where}'")
                 part = int(part)
             elif not isinstance(node, dict):
-                raise ConfigError(f"--set '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+                raise ConfigError(f"--set '{shown}': '{where}' is not a mapping")
             if last:
                 node[part] = value
             else:
@@ -368,3 +504,23 @@ def resolve_recipe_path(source: str | Path) -> Path:
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def recipe_differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two recipes given as plain data (``recipe.yaml`` loaded) differ: ``(dotted key, old, new)`` for every
+    differing leaf, in sorted key order; a list whose length changed differs as a whole."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [found for k in sorted(old.keys() | new.keys(), key=str) if old.get(k) != new.get(k)
+                for found in recipe_differences(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [found for i, (a, b) in enumerate(zip(old, new)) if a != b
+                for found in recipe_differences(a, b, f"{key}.{i}")]
+    return [] if old == new else [(key or "<recipe>", old, new)]
+
+
+def describe_difference(difference: tuple[str, Any, Any]) -> str:
+    """One difference of :func:`recipe_differences` as ``key: old → new``, values cut short (strings quoted, so
+    ``'5'`` and ``5`` read differently)."""
+    key, old, new = difference
+    old, new = (shorten(repr(v) if isinstance(v, str) else v) for v in (old, new))
+    return f"{shorten(key)}: {old} → {new}"

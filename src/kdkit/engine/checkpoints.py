@@ -51,13 +51,18 @@ def is_complete(folder: str | Path, *, hashes: bool = False) -> bool:
         return False
 
 
+def checkpoint_step(folder: str | Path) -> int:
+    """N of a ``checkpoint-N`` folder: the optimiser steps its state has taken."""
+    return int(_CHECKPOINT.match(Path(folder).name).group(1))
+
+
 def checkpoints(folder: str | Path) -> list[Path]:
     """The ``checkpoint-N`` folders in ``folder``, newest (highest N) first; none when it does not exist."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)]
-    return sorted(found, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)), reverse=True)
+    return sorted(found, key=checkpoint_step, reverse=True)
 
 
 def last_complete_checkpoint(folder: str | Path, *, hashes: bool = False) -> Path | None:

@@ -5,12 +5,24 @@ A :class:`Task` is what a recipe's ``task:`` names: its typed recipe, its primar
 hooks below (data, models, tokenisation, collator, forward, evaluation); :meth:`TrainerTask.run` is this module's
 pipeline. Tasks with a loop of their own (dataset or policy distillation) implement ``run`` and reuse the losses,
 the artifact store, the checkpoints and the reports.
+
+A run never ends as a success without having trained and evaluated: a training split left empty is a
+:class:`~kdkit.errors.DataError` (the user's data, refused before anything is written); no optimiser step for any
+other reason, or a NaN/infinite evaluation metric, is an internal fault (:class:`RunFault`, the CLI's exit 1) and no
+report is written, so ``kdkit compare`` never reuses such a run as finished. Ctrl-C once training has begun becomes
+:class:`RunInterrupted` (the step reached, whether ``--resume`` can continue); any other fault that is not a user
+error carries the run folder as ``kdkit_run_dir``, where the CLI writes ``error.log``.
+
+``--resume`` continues only the run the folder holds: the recipe must equal its ``recipe.yaml`` (with ``--force``,
+keys in :data:`RESUME_SAFE_KEYS` may differ) and the training split must match the digest in
+:data:`DATA_RECORD`; both are checked before anything is written, and ``recipe.yaml`` is rewritten only after.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,15 +30,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import yaml
 from accelerate import PartialState
 from torch import nn
 from transformers import set_seed
 
 from kdkit.capture import Capture, Representations, num_layers
-from kdkit.config import Recipe, recipe_to_yaml
-from kdkit.engine.checkpoints import last_complete_checkpoint
+from kdkit.config import Recipe, describe_difference, recipe_differences, recipe_to_yaml
+from kdkit.engine.checkpoints import checkpoint_step, last_complete_checkpoint
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
-from kdkit.errors import CacheError, ConfigError
+from kdkit.errors import CacheError, ConfigError, DataError, KdkitError
 from kdkit.report.card import write_model_card
 from kdkit.report.environment import environment
 from kdkit.report.report import write_report
@@ -47,7 +60,9 @@ class Task:
     primary_metric: ClassVar[str] = ""
     pipeline_tag: ClassVar[str] = ""
 
-    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> dict:
+    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> dict:
+        """Train, evaluate and report; ``resume`` continues the run in ``output_dir`` (``force``: with the changes
+        :data:`RESUME_SAFE_KEYS` allows), ``overwrite`` replaces it."""
         raise NotImplementedError
 
 
@@ -120,7 +135,9 @@ class TrainerTask(Task):
 
     # --- the pipeline --------------------------------------------------------------------------------------------
     def prepare(self, recipe: Recipe, teacher_path: str | None = None, data: Any = None) -> Prepared:
-        """Load data and models and build the loss terms; raise a one-line error on any mismatch."""
+        """Load data and models and build the loss terms; raise a one-line error on any mismatch (each model is
+        checked as soon as it is read: ``data.max_length`` against its positions, the student's overrides by its
+        builder, layer maps against both depths)."""
         # built here only as a check: a bad training.extra value would otherwise surface after output_dir is written
         training_arguments(recipe.training, recipe.resolved_output_dir() / "checkpoints")
         if recipe.teacher is not None and recipe.teacher.finetune:
@@ -130,7 +147,9 @@ class TrainerTask(Task):
         set_seed(recipe.training.seed)  # fresh heads and random-init students are reproducible from the seed
         teacher, teacher_tokenizer = (None, None) if teacher_path is None else \
             self.load_teacher(recipe, data, teacher_path)
+        check_max_length(recipe, teacher, "teacher")
         student, tokenizer = self.build_student(recipe, data, teacher, teacher_tokenizer)
+        check_max_length(recipe, student, "student")
         check_layer_maps(recipe, teacher, student)
         module = DistillationModule(student, build_terms(recipe.losses, teacher, student), forward=self.forward)
         return Prepared(recipe, data, tokenizer, teacher_tokenizer if teacher is not None else tokenizer, teacher,
@@ -161,35 +180,172 @@ class TrainerTask(Task):
         self.setup_terms(prep, splits)
         return prep, splits, teacher_path
 
-    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> dict:
+    def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> dict:
         out = recipe.resolved_output_dir()
         check_output_dir(out, resume, overwrite)
-        prep, splits, teacher_path = self.prepare_all(recipe)
-        teacher = teacher_source(self, prep, splits["train"])
+        if resume:
+            check_resume_recipe(out, recipe, force=force)
+        ours = resume  # whether output_dir holds this run, so a fault's log belongs there
+        try:
+            prep, splits, teacher_path = self.prepare_all(recipe)
+            if len(splits["train"]) == 0:
+                raise DataError("the training split has no examples left to train on (after the terms' set-up, "
+                                "e.g. a held-out meta split); give more training data")
+            train_digest = data_digest(splits["train"])
+            if resume:
+                check_resume_data(out, train_digest, force=force)
+            teacher = teacher_source(self, prep, splits["train"])
 
-        state = PartialState()
-        state.wait_for_everyone()  # every rank has passed its checks before the main rank touches output_dir
-        if state.is_main_process:
-            if overwrite and out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-            (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
-        state.wait_for_everyone()
-        args = training_arguments(recipe.training, out / "checkpoints")
-        trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=splits["train"],
-                                      data_collator=self.collator(prep))
+            state = PartialState()
+            state.wait_for_everyone()  # every rank has passed its checks before the main rank touches output_dir
+            if state.is_main_process:
+                if overwrite and out.exists():
+                    shutil.rmtree(out)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+                (out / DATA_RECORD).write_text(json.dumps(train_digest, indent=1) + "\n")
+                (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+            ours = True
+            state.wait_for_everyone()
+            args = training_arguments(recipe.training, out / "checkpoints")
+            trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=splits["train"],
+                                          data_collator=self.collator(prep))
+            try:
+                return self._train_and_report(prep, trainer, out, teacher_path, resume=resume)
+            except KeyboardInterrupt as err:
+                resumable = last_complete_checkpoint(out / "checkpoints") is not None
+                raise RunInterrupted(trainer.state.global_step, resumable) from err
+        except Exception as err:
+            if ours and not isinstance(err, KdkitError) and not hasattr(err, "kdkit_run_dir"):
+                err.kdkit_run_dir = out  # the innermost run (a generation, a compared run) keeps it
+            raise
+
+    def _train_and_report(self, prep: Prepared, trainer: DistillationTrainer, out: Path, teacher_path: str | None,
+                          *, resume: bool) -> dict:
+        recipe = prep.recipe
         trainer.train(resume_from_checkpoint=True if resume else None)
+        if trainer.state.global_step == 0:  # an empty split was refused before: this is no user's doing
+            raise RunFault("training took no optimiser step; no report written")
         student_dir = self.export(prep, trainer, out / "student")
-        if not state.is_main_process:  # one rank evaluates and reports; the others are done
+        if not PartialState().is_main_process:  # one rank evaluates and reports; the others are done
             return {}
         (out / "metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
-        report = {"task": self.name, "primary_metric": self.primary_metric, **self.evaluate(prep),
+        results = self.evaluate(prep)
+        check_finite_metrics(results, recipe.evaluation.split)
+        report = {"task": self.name, "primary_metric": self.primary_metric, **results,
                   "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
         write_report(out, report)
         write_model_card(student_dir, results=report, recipe=recipe.model_dump(mode="json"), task=self.name,
                          pipeline_tag=self.pipeline_tag)
         return report
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C once a run's training had begun: the step it reached and how to go on (the CLI prints ``str``).
+
+    ``hint`` is what to do next; ``kdkit compare`` replaces it, since running the comparison again resumes."""
+
+    def __init__(self, step: int, resumable: bool):
+        super().__init__(step, resumable)
+        self.step, self.resumable = step, resumable
+        self.hint = ("resume with --resume" if resumable
+                     else "no checkpoint was written yet, so start it again with --overwrite")
+
+    def __str__(self) -> str:
+        return f"interrupted at step {self.step}; {self.hint}"
+
+
+class RunFault(RuntimeError):
+    """A run that cannot count as done though no input of the user's is to blame (no step taken, a NaN metric)."""
+
+
+def check_finite_metrics(results: dict, split: str) -> None:
+    """Raise :class:`RunFault` on a NaN or infinite metric in an evaluation's entries (teacher, student, ...)."""
+    for who, entry in results.items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        for name, value in (metrics or {}).items():
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise RunFault(f"the {who}'s {name} on the {split} split is {value}; no report written")
+
+
+# keys a resume may change, with --force: they steer logging, saving, reporting, evaluation, where the teacher's
+# signals are read from, and how long training goes on (the learning-rate schedule is rebuilt for the new length).
+# Every other key either shaped what the checkpoint holds (student, losses, data, teacher, task) or is fixed by
+# the optimiser, scheduler and RNG states it restores (learning rate, batch size, seed): a new value would be
+# silently ignored or break the restore. output_dir is the folder being resumed, whatever its spelling.
+RESUME_SAFE_KEYS = ("name", "training.epochs", "training.max_steps", "training.logging_steps", "training.save_steps",
+                    "training.save_total_limit", "training.report_to", "training.eval_batch_size",
+                    "training.nonfinite", "training.max_consecutive_nonfinite", "teacher.cache", "evaluation")
+_NEW_RUN = "start a new run instead (--overwrite, another output_dir, or delete the folder)"
+
+
+def _resume_safe(key: str) -> bool:
+    return any(key == safe or key.startswith(safe + ".") for safe in RESUME_SAFE_KEYS)
+
+
+def check_resume_recipe(out: Path, recipe: Recipe, *, force: bool) -> None:
+    """Refuse to resume the run in ``out`` with a recipe other than its ``recipe.yaml``, naming the first
+    difference; with ``force``, differences in :data:`RESUME_SAFE_KEYS` only are accepted."""
+    try:
+        old = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise ConfigError(f"--resume: '{out}' holds no readable recipe.yaml, so the recipe its run started with is "
+                          f"unknown; {_NEW_RUN}") from None
+    found = [d for d in recipe_differences(old, yaml.safe_load(recipe_to_yaml(recipe))) if d[0] != "output_dir"]
+    unsafe = [d for d in found if not _resume_safe(d[0])]
+    if unsafe:
+        key = unsafe[0][0]
+        why = ("the optimiser, scheduler and data-order state restored from the checkpoint would keep the old value"
+               if key.startswith("training.") else "the checkpoint holds what the old recipe built and trained")
+        raise ConfigError(f"--resume: recipe key '{key}' differs from the run in '{out}' "
+                          f"({describe_difference(unsafe[0])}) and cannot change on resume: {why}; {_NEW_RUN}")
+    if found and not force:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        raise ConfigError(f"--resume: the recipe differs from the run in '{out}' ({describe_difference(found[0])}"
+                          f"{more}); pass --force as well to resume with the new values (logging, saving, "
+                          f"evaluation and training-length keys may change), or {_NEW_RUN}")
+    last = last_complete_checkpoint(out / "checkpoints")
+    if last is not None and 0 < recipe.training.max_steps < checkpoint_step(last):
+        raise ConfigError(f"--resume: training.max_steps {recipe.training.max_steps} is below the step the run "
+                          f"has reached ({last.name}); give at least {checkpoint_step(last)}, or {_NEW_RUN}")
+
+
+DATA_RECORD = "train_data.json"
+
+
+def data_digest(train) -> dict:
+    """What a run trains on, for ``--resume`` to notice a change: the number of examples and a sha256 of each
+    column of the tokenised training split (ids, labels, text, ...), in training order."""
+    columns = sorted(train.column_names)
+    hashes = {column: hashlib.sha256() for column in columns}
+    for batch in train.iter(batch_size=1024):
+        for column in columns:
+            hashes[column].update(json.dumps(batch[column]).encode())
+    return {"examples": len(train), "columns": {column: h.hexdigest() for column, h in hashes.items()}}
+
+
+def check_resume_data(out: Path, current: dict, *, force: bool) -> None:
+    """Refuse to resume the run in ``out`` on training data other than it started with (:data:`DATA_RECORD`).
+    ``force`` accepts a run folder without the record (written by an earlier kdkit), never a change."""
+    try:
+        stored = json.loads((out / DATA_RECORD).read_text(encoding="utf-8"))
+        stored_columns, stored_examples = dict(stored["columns"]), stored["examples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if force:
+            return
+        raise ConfigError(f"--resume: '{out}' holds no readable {DATA_RECORD} (the digest of the training data its "
+                          f"run started with), so a change of the data cannot be ruled out; pass --force as well to "
+                          f"resume anyway, or {_NEW_RUN}") from None
+    if stored == current:
+        return
+    if stored_examples != current["examples"]:
+        what = f"{stored_examples} → {current['examples']} examples"
+    else:
+        changed = [c for c in sorted(stored_columns.keys() | current["columns"].keys())
+                   if stored_columns.get(c) != current["columns"].get(c)]
+        what = f"column{'s' if len(changed) > 1 else ''} {', '.join(map(repr, changed))} of {stored_examples} examples"
+    raise DataError(f"--resume: the training data changed since the run in '{out}' started ({what}); its "
+                    f"checkpoint was trained on other examples; {_NEW_RUN}")
 
 
 def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -200,6 +356,30 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"output_dir '{out}' already holds a run; pass --resume to continue it or "
                           f"--overwrite to replace it")
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """How many tokens ``model`` can read: the size of its learned position table, less the positions it reserves
+    (RoBERTa and MPNet number positions from ``padding_idx`` + 1), and at most ``max_position_embeddings``; None
+    for a model without such a table (rotary or relative positions, a BiLSTM), which has no hard limit."""
+    table = next((module for name, module in model.named_modules()
+                  if name.rsplit(".", 1)[-1] in ("position_embeddings", "wpe", "embed_positions")
+                  and isinstance(module, nn.Embedding)), None)
+    if table is None:
+        return None
+    limit = table.num_embeddings - (table.padding_idx + 1 if table.padding_idx is not None else 0)
+    configured = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(limit, configured) if isinstance(configured, int) and configured > 0 else limit
+
+
+def check_max_length(recipe: Recipe, model: nn.Module | None, role: str) -> None:
+    """``data.max_length`` (where the task has one) fits the positions ``model`` can read; else the model would
+    fail deep inside its embeddings at the first long batch."""
+    max_length = getattr(recipe.data, "max_length", None)
+    limit = None if model is None or max_length is None else position_limit(model)
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"recipe key 'data.max_length': {max_length} is more than the {role} can read ({limit} "
+                          f"positions, its max_position_embeddings); use at most {limit}")
 
 
 def check_layer_maps(recipe: Recipe, teacher: nn.Module | None, student: nn.Module) -> None:

@@ -14,7 +14,8 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
   its update is applied or saved (or, with ``nonfinite="skip"``, the batch adds no gradient);
 - atomic checkpoints: each ``checkpoint-N`` is written under a staging name and renamed into place when complete,
   and resume takes the newest complete one (:mod:`kdkit.engine.checkpoints`). With the RNG states, the data
-  position, optimiser and scheduler restored by the Trainer, a resumed run ends where an uninterrupted one does.
+  position, optimiser and scheduler restored by the Trainer, a resumed run ends where an uninterrupted one does;
+  one resumed from its final checkpoint (killed while evaluating) takes no further step.
 """
 
 from __future__ import annotations
@@ -312,6 +313,14 @@ class DistillationTrainer(Trainer):
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             gc.unfreeze()  # undo _FreezeLongLivedObjects
+
+    def _run_epoch(self, *args, **kwargs):
+        # the Trainer checks for the last step only after taking one, so a run resumed from its final checkpoint
+        # (when that step is not at an epoch's end) would take one step more than the uninterrupted run
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     def _get_output_dir(self, trial) -> str:
         run_dir = super()._get_output_dir(trial)

@@ -38,19 +38,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from kdkit.config import load_recipe, read_recipe_file, recipe_to_yaml
+from kdkit.config import describe_difference, load_recipe, read_recipe_file, recipe_differences, recipe_to_yaml
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of
+from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = Strict  # the recipe sections' base: unknown keys, NaN/inf and booleans for numbers are refused
 
 
 class RunSpec(_Strict):
@@ -80,14 +80,15 @@ class GridSpec(_Strict):
 class Comparison(_Strict):
     """A comparison file: which runs, which seeds, where the results go, and the α of the distillation metric.
 
-    ``set`` is applied to every run before the run's own ``set``; ``training.seed`` is set last, per seed.
+    ``set`` is applied to every run before the run's own ``set``; ``training.seed`` is set last, per seed. Seeds are
+    distinct integers in 0..2³² − 1 (at most 1000); ``alpha`` is in [0, 1].
     """
 
     name: str = "compare"
     description: str | None = None
     output_dir: str | None = None
     baseline: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
     alpha: float = Field(0.5, ge=0, le=1)
     set: list[str] = Field(default_factory=list)
     runs: list[RunSpec] = Field(default_factory=list)
@@ -141,7 +142,7 @@ def parse_comparison(data: Any, base_dir: Path | None = None) -> Comparison:
         comparison = Comparison.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "<comparison>"
+        key = ".".join(shorten(str(part)) for part in first["loc"]) or "<comparison>"
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "is unknown"
@@ -182,18 +183,6 @@ def comparison_from_recipes(recipes: list[RecipeSource], seeds: list[int] | None
                              **{k: v for k, v in fields.items() if v is not None}})
 
 
-def _first_difference(old: Any, new: Any, key: str = "") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(old.keys() | new.keys()):
-            if old.get(k) != new.get(k):
-                return _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
-            if a != b:
-                return _first_difference(a, b, f"{key}.{i}")
-    return f"{key or '<recipe>'}: {old!r} → {new!r}"
-
-
 def run_state(folder: Path, recipe_yaml: str) -> str:
     """``new``, ``finished``, ``interrupted`` (same recipe, no report) or ``stale: <first difference>``."""
     stored = folder / "recipe.yaml"
@@ -203,7 +192,7 @@ def run_state(folder: Path, recipe_yaml: str) -> str:
         return "stale: the folder holds no recipe.yaml"
     old, new = yaml.safe_load(stored.read_text()), yaml.safe_load(recipe_yaml)
     if old != new:
-        return "stale: " + _first_difference(old, new)
+        return "stale: " + describe_difference(recipe_differences(old, new)[0])
     return "finished" if (folder / "report.json").is_file() else "interrupted"
 
 

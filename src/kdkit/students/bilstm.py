@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
 import torch
@@ -11,7 +10,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from kdkit.errors import ConfigError
+from kdkit.schema import did_you_mean, shorten
 from kdkit.students import StudentBuilder, StudentContext, register
+from kdkit.students.config import check_override
 
 _BILSTM_EMBEDDINGS = ("teacher", "random")  # student.overrides.embedding
 
@@ -25,23 +26,28 @@ def student_bilstm(teacher: PreTrainedModel, overrides: dict[str, Any]) -> PreTr
     token-type or normalisation); ``random`` initialises them. vocab_size and pad_token_id always follow the
     teacher, since the student reads the teacher's tokenizer. embedding_size defaults to the teacher's width; a
     smaller one with ``embedding: teacher`` keeps the teacher matrix's top principal directions (E·V_k from the
-    SVD E = U S Vᵀ, the rank-k projection that keeps the most of E), a larger one is refused.
+    SVD E = U S Vᵀ, the rank-k projection that keeps the most of E), a larger one is refused. Sizes must be
+    integers ≥ 1 (hidden_size also even) and dropout in [0, 1), each refused naming ``student.overrides.<key>``.
     """
     from kdkit.models import BiLSTMConfig, BiLSTMForSequenceClassification
 
     overrides = dict(overrides)
     embedding = overrides.pop("embedding", "teacher")
     if embedding not in _BILSTM_EMBEDDINGS:
-        raise ConfigError(f"student.overrides.embedding {embedding!r} is not supported; valid: "
+        raise ConfigError(f"student.overrides.embedding '{shorten(embedding)}' is not supported; valid: "
                           f"{', '.join(_BILSTM_EMBEDDINGS)}")
-    valid = {f.name for f in dataclasses.fields(BiLSTMConfig)} | {"num_labels"}
-    for key in overrides:
-        if key not in valid or key in ("vocab_size", "pad_token_id"):
-            hint = difflib.get_close_matches(key, valid, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"student.overrides key {key!r} is not a BiLSTM setting{suggestion} (valid: "
+    defaults = {f.name: None if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(BiLSTMConfig)} | {"num_labels": 2}
+    for key, value in overrides.items():
+        if key not in defaults or key in ("vocab_size", "pad_token_id"):
+            raise ConfigError(f"student.overrides key '{shorten(key)}' is not a BiLSTM setting"
+                              f"{did_you_mean(key, defaults)} (valid: "
                               f"embedding, hidden_size, num_hidden_layers, embedding_size, dropout, pooling, "
                               f"classifier_hidden_size; vocab_size and pad_token_id follow the teacher)")
+        check_override(key, value, defaults[key])
+    if overrides.get("hidden_size", 2) % 2:
+        raise ConfigError(f"student.overrides.hidden_size: {overrides['hidden_size']} is odd; it is both directions "
+                          f"together, so give an even number")
     source = teacher.get_input_embeddings().weight.detach()
     vocab_size, width = source.shape
     overrides.setdefault("embedding_size", width)

@@ -29,7 +29,7 @@ class ValueRelationLoss(LayerMapConfig):
 
     name: Literal["value_relation"]
     layer_map: LayerMapKind = "last"
-    relation_heads: int | None = Field(None, gt=0)
+    relation_heads: int | None = Field(None, gt=0, le=4096)
 
 
 class _AttentionTerm(PairedTerm):

@@ -36,24 +36,25 @@ from kdkit import maps
 from kdkit.capture import Representations, hidden_size, num_layers
 from kdkit.errors import ConfigError
 from kdkit.losses import Projection
-from kdkit.schema import Strict
+from kdkit.schema import LayerIndex, Strict, Weight
 from kdkit.signals.cache import SignalSpec
 
 LayerMapKind = Literal["pairs", "uniform", "skip", "last_k", "emb_skip", "last"]
 
 
 class LossConfig(Strict):
-    """A loss entry of a recipe: ``weight`` here, and in each subclass ``name``, a ``Literal`` of the names it
-    serves."""
+    """A loss entry of a recipe: ``weight`` here (0..1e6), and in each subclass ``name``, a ``Literal`` of the names
+    it serves. Bounds of the subclasses' fields use the shared types of :mod:`kdkit.schema`."""
 
-    weight: float = Field(1.0, ge=0)
+    weight: Weight = 1.0
 
 
 class LayerMapConfig(LossConfig):
-    """A loss over (teacher layer, student layer) pairs: a generated ``layer_map`` or explicit ``pairs``."""
+    """A loss over (teacher layer, student layer) pairs: a generated ``layer_map`` or explicit ``pairs`` (at most
+    256, indices 0..4095; checked against both models' depths when the term is built)."""
 
     layer_map: LayerMapKind = "uniform"
-    pairs: list[tuple[int, int]] | None = None
+    pairs: list[tuple[LayerIndex, LayerIndex]] | None = Field(None, max_length=256)
 
     @model_validator(mode="after")
     def _pairs_given(self) -> "LayerMapConfig":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 
 from kdkit import losses
+from kdkit.schema import Temperature
 from kdkit.terms.base import CacheRequest, LossConfig, Term, register
 
 
@@ -20,7 +20,7 @@ class KDLoss(LossConfig):
     """Hinton KD on logits: ``kd`` is T²·KL(σ(z_t/T) ‖ σ(z_s/T)); ``soft_ce`` the soft cross-entropy (same grad)."""
 
     name: Literal["kd", "soft_ce"]
-    temperature: float = Field(2.0, gt=0)
+    temperature: Temperature = 2.0
     t2_scaling: bool = True
     temperature_on: Literal["both", "teacher"] = "both"
 
@@ -29,7 +29,7 @@ class LogitMSELoss(LossConfig):
     """MSE between student and teacher logits (divided by T)."""
 
     name: Literal["logit_mse"]
-    temperature: float = Field(1.0, gt=0)
+    temperature: Temperature = 1.0
 
 
 @register("ce")

@@ -30,7 +30,7 @@ class WordAngleLoss(RelationLoss):
     (the paper's 21 = ±10)."""
 
     name: Literal["wr_angle"]
-    window: int = Field(21, ge=3)
+    window: int = Field(21, ge=3, le=2**16)
 
 
 class _RelationTerm(PairedTerm):

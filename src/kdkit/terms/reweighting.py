@@ -10,6 +10,7 @@ from torch import nn
 
 from kdkit import losses
 from kdkit.errors import ConfigError
+from kdkit.schema import BatchSize, Count, LearningRate, Temperature
 from kdkit.terms.base import CacheRequest, LossConfig, SetupContext, Term, register
 
 
@@ -26,15 +27,15 @@ class RWKDLoss(LossConfig):
     between; with ``l2rw``, λ = 0.5 in between). See docs/rwkd.md."""
 
     name: Literal["rwkd"]
-    temperature: float = Field(2.0, gt=0)
+    temperature: Temperature = 2.0
     t2_scaling: bool = True
     variant: Literal["meta_net", "l2rw"] = "meta_net"
-    meta_lr: float = Field(1e-3, gt=0)
-    meta_hidden: int = Field(16, gt=0)
-    virtual_lr: float | None = Field(None, gt=0)
+    meta_lr: LearningRate = 1e-3
+    meta_hidden: int = Field(16, gt=0, le=2**16)
+    virtual_lr: LearningRate | None = None
     meta_fraction: float = Field(0.1, gt=0, lt=1)
-    meta_batch_size: int | None = Field(None, gt=0)
-    meta_every: int = Field(1, gt=0)
+    meta_batch_size: BatchSize | None = None
+    meta_every: Count = 1
 
 
 @register("rwkd")

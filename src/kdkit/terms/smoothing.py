@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from kdkit import losses
+from kdkit.schema import WEIGHT_MAX, Fraction, Weight
 from kdkit.terms.base import LossConfig, Term, register
 
 
@@ -18,14 +19,14 @@ class LabelSmoothingLoss(LossConfig):
     It replaces ``ce`` rather than sitting beside it."""
 
     name: Literal["label_smoothing"]
-    epsilon: float = Field(0.1, ge=0, lt=1)
+    epsilon: Fraction = 0.1
 
 
 class ConfidencePenaltyLoss(LossConfig):
     """Confidence penalty (teacher-free, Pereyra et al. 2017): CE − β·H(σ(z_s)). It replaces ``ce``."""
 
     name: Literal["confidence_penalty"]
-    beta: float = Field(0.1, ge=0)
+    beta: float = Field(0.1, ge=0, le=WEIGHT_MAX)
 
 
 class BetaSmoothingLoss(LossConfig):
@@ -37,9 +38,9 @@ class BetaSmoothingLoss(LossConfig):
     min(1 − 1/(t+1), ``ema_decay``)."""
 
     name: Literal["beta_smoothing"]
-    weight: float = Field(0.6, ge=0)
-    a: float = Field(3.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    weight: Weight = 0.6
+    a: float = Field(3.0, gt=0, le=1e3)
+    ema_decay: Fraction = 0.999
 
 
 @register("label_smoothing")

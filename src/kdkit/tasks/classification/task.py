@@ -25,7 +25,7 @@ from kdkit.errors import ModelError
 from kdkit.loading import load_model, load_tokenizer, model_config
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
 from kdkit.report.report import write_report
-from kdkit.schema import Strict
+from kdkit.schema import TOKENS_MAX, Count, Seed, Strict
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
 from kdkit.store import ArtifactStore, digest
 from kdkit.students import StudentContext, build_student
@@ -46,9 +46,9 @@ class ClassificationDataConfig(Strict):
     test_file: str | None = None
     text_column: str = "text"
     label_column: str = "label"
-    max_length: int = Field(128, gt=0, le=8192)
-    max_train_samples: int | None = Field(None, gt=0)
-    seed: int = 0
+    max_length: int = Field(128, gt=0, le=TOKENS_MAX)
+    max_train_samples: Count | None = None
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_source(self) -> "ClassificationDataConfig":
