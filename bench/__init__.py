@@ -10,4 +10,5 @@ BENCHMARKS: dict[str, str] = {
     "inference": "bench.inference",
     "storage": "bench.storage",
     "cache": "bench.cache",
+    "retrieval_cache": "bench.retrieval_cache",
 }

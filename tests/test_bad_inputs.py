@@ -402,6 +402,7 @@ CASES = [
     ("student-layer-negative", key("student.layers", [-1, 2]), "-1"),
     ("student-layers-not-increasing", key("student.layers", [2, 0]), "not strictly increasing"),
     ("student-layers-repeated", key("student.layers", [1, 1]), "not strictly increasing"),
+    ("universal-kd-module-without-a-tensor", add_loss(name="universal_kd", student_modules=["bert"]), "'bert' outputs"),
 ]
 
 

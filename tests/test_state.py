@@ -286,3 +286,25 @@ def test_the_data_record_names_the_changed_column(tmp_path):
     flipped = Dataset.from_dict({"input_ids": [[5, 6], [7]], "labels": [1, 1]})
     with pytest.raises(DataError, match=r"changed since the run .* started \(column 'labels' of 2 examples\)"):
         check_resume_data(tmp_path, data_digest(flipped), force=True)
+
+
+# --- teacher cache: the hint a refusal gives is a command that works ---------------------------------------------
+
+def test_the_rebuild_hint_of_a_damaged_cache_is_a_command_that_works(tiny_recipe, tmp_path, capsys):
+    """A same-size corrupted file in an explicit teacher cache is refused with a hint; running the hint's command
+    (once the hint said `kdkit cache RECIPE`, which refused again without --rebuild) rebuilds it, then distill runs."""
+    tiny_recipe["teacher"]["cache"] = str(tmp_path / "signals")
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe)
+    assert run_cli(["cache", str(path)], capsys)[0] == 0
+    data = max((p for p in (tmp_path / "signals").iterdir() if p.name != "manifest.json"),
+               key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    code, _, err = run_cli(["distill", str(path)], capsys)
+    line = _one_line(err)
+    assert code == 2 and "`kdkit cache RECIPE --rebuild`" in line, line
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(["cache", str(path), "--rebuild"], capsys)
+    assert code == 0, err
+    assert run_cli(["distill", str(path)], capsys)[0] == 0

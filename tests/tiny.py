@@ -86,3 +86,21 @@ def teacher_source(prep, train):
     from kdkit.engine.pipeline import teacher_source as source
 
     return source(classification(), prep, train)
+
+
+def make_tiny_pairs(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """Retrieval pairs ``{"query", "positive"}`` in jsonl over the tiny vocabulary: each passage is 6-20 words,
+    its query 3 of them."""
+    import json
+
+    rng = random.Random(seed)
+    words = POSITIVE + NEGATIVE + FILLER
+    lines, seen = [], set()
+    while len(lines) < n:
+        passage = " ".join(rng.choices(words, k=rng.randint(6, 20)))
+        query = " ".join(rng.sample(passage.split(), 3))
+        if query not in seen:
+            seen.add(query)
+            lines.append(json.dumps({"query": query, "positive": passage}))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from typing import Optional
 import typer
 
 from kdkit.errors import KdkitError
+from kdkit.schema import BATCH_MAX, TOKENS_MAX
 
 try:  # recent typer bundles its own copy of click and raises that copy's exceptions
     from typer._click import exceptions as click_exceptions
@@ -45,14 +47,52 @@ class _Interrupted(Exception):
     reached, :class:`~kdkit.engine.pipeline.RunInterrupted`) to a bare exit code."""
 
 
-def _interruptible(command):
+def _command(command):
+    """A command whose every argument is checked first (:func:`_check_arguments`) and whose Ctrl-C reaches
+    :func:`main` with the step a run had reached."""
     @functools.wraps(command)
     def run(*args, **kwargs):
+        _check_arguments(command, kwargs)
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt as err:
             raise _Interrupted(str(err) or "interrupted") from err
     return run
+
+
+def _check_arguments(command, kwargs: dict) -> None:
+    """Refuse, for any argument or option of any command, what none can mean: an empty or blank text, a NUL
+    character (no path or name holds one), a text longer than a path can be (``--set`` items have the recipe
+    file's limit instead), a NaN or infinite number. Ranges of numbers are declared on the options themselves."""
+    from kdkit.config import MAX_RECIPE_BYTES
+    from kdkit.errors import ConfigError
+    from kdkit.schema import STR_MAX, shorten
+
+    for name, value in kwargs.items():
+        shown = _flag(command, name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{shown} {item}: give a finite number")
+            if not isinstance(item, str):
+                continue
+            limit = MAX_RECIPE_BYTES if name == "set_" else STR_MAX
+            if not item.strip():
+                raise ConfigError(f"{shown} {item!r}: give a non-empty value")
+            if "\0" in item:
+                raise ConfigError(f"{shown} {shorten(item)!r}: a NUL character cannot be part of a name or path")
+            if len(item) > limit:
+                raise ConfigError(f"{shown} {shorten(item)!r}: longer than {limit} characters")
+
+
+def _flag(command, name: str) -> str:
+    """How the user wrote the parameter ``name``: ``--batch-size`` for an option, ``RECIPE`` for an argument."""
+    import inspect
+
+    default = inspect.signature(command).parameters[name].default
+    if isinstance(default, typer.models.ArgumentInfo):
+        return name.upper()
+    decls = getattr(default, "param_decls", None) or ()
+    return next((d for d in decls if d.startswith("--")), "--" + name.rstrip("_").replace("_", "-"))
 
 
 def _print_report(report: dict) -> None:
@@ -64,7 +104,7 @@ def _print_report(report: dict) -> None:
 
 
 @app.command()
-@_interruptible
+@_command
 def distill(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
@@ -77,7 +117,7 @@ def distill(recipe: str = typer.Argument(..., help="A recipe YAML file or a ship
 
 
 @app.command()
-@_interruptible
+@_command
 def cache(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name."),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
           rebuild: bool = typer.Option(False, "--rebuild", help="Build again even if a current cache exists.")) -> None:
@@ -90,7 +130,7 @@ def cache(recipe: str = typer.Argument(..., help="A recipe YAML file or a shippe
 
 
 @app.command()
-@_interruptible
+@_command
 def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the run goes (default runs/quickstart)."),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP),
                resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
@@ -103,26 +143,21 @@ def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the ru
 
 
 @app.command("eval")
-@_interruptible
+@_command
 def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier)."),
              dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`)."),
              train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels)."),
              test_file: Optional[str] = typer.Option(None, help="csv/jsonl file to evaluate on."),
              text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
              split: str = typer.Option("test", help="validation or test."),
-             max_length: int = typer.Option(128), batch_size: int = typer.Option(64),
+             max_length: int = typer.Option(128, min=1, max=TOKENS_MAX),
+             batch_size: int = typer.Option(64, min=1, max=BATCH_MAX),
              teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare."),
              output_dir: Optional[str] = typer.Option(None, help="Write report.md/report.json here (with --teacher)."),
              ) -> None:
     """Accuracy, parameters and CPU latency of a classifier (side by side with a teacher if given)."""
     from kdkit import api
     from kdkit.config import parse_recipe
-    from kdkit.errors import ConfigError
-    from kdkit.schema import BATCH_MAX, TOKENS_MAX
-
-    for flag, value, top in (("--batch-size", batch_size, BATCH_MAX), ("--max-length", max_length, TOKENS_MAX)):
-        if not 1 <= value <= top:
-            raise ConfigError(f"eval {flag} {value}: give an integer in 1..{top}")
     # one validation path for every entry point: build the same typed sections a recipe would have
     recipe = parse_recipe({
         "data": {"dataset": dataset, "train_file": train_file, "test_file": test_file,
@@ -138,7 +173,7 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
 
 
 @app.command()
-@_interruptible
+@_command
 def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (with 'runs' or 'grid'), or "
                                                            "several recipes (files or shipped names), one run each."),
             seeds: list[str] = typer.Option([], "--seeds", help="Seeds: --seeds 0 1 2 or --seeds 0,1,2 "
@@ -147,7 +182,8 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
             output_dir: Optional[str] = typer.Option(None, help="Where runs and leaderboard go "
                                                                 "(default runs/compare-NAME)."),
             name: Optional[str] = typer.Option(None, help="The comparison's name (title, default folder)."),
-            alpha: Optional[float] = typer.Option(None, help="α of the distillation metric (default 0.5)."),
+            alpha: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                  help="α of the distillation metric, 0..1 (default 0.5)."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Redo runs whose folder holds a different "
                                                                       "recipe."),
             document: Optional[str] = typer.Option(None, help="With several comparison files: also write one "

@@ -73,6 +73,31 @@ class TrainConfig(_Strict):
     max_consecutive_nonfinite: Count = 10
     extra: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        from transformers.trainer_utils import SchedulerType  # imported only here: it takes seconds
+
+        known = [kind.value for kind in SchedulerType]
+        if name not in known:
+            raise ValueError(f"'{shorten(name)}' is not a scheduler{did_you_mean(name, known)}; valid: "
+                             f"{', '.join(known)}")
+        return name
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_reporters(cls, names: list[str]) -> list[str]:
+        if all(name in ("none", "all", "tensorboard") for name in names):
+            return names
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+        known = ["none", "all", *INTEGRATION_TO_CALLBACK]
+        for name in names:
+            if name not in known:
+                raise ValueError(f"'{shorten(name)}' is not a reporting integration{did_you_mean(name, known)}; "
+                                 f"valid: {', '.join(known)}")
+        return names
+
     @field_validator("extra")
     @classmethod
     def _known_extra(cls, extra: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +302,8 @@ def _one_line(err: ValidationError, task: str, model: type[Recipe]) -> str:
         return f"recipe key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {shorten(value)})"
+    blank = isinstance(value, str) and not value.strip()
+    shown = "" if isinstance(value, dict) else f" (got {value!r})" if blank else f" (got {shorten(value)})"
     return f"recipe key '{key}': {message}{shown}"
 
 
@@ -328,23 +354,34 @@ class RecipeLoader(yaml.SafeLoader):
         self._depth = 0
         self._expanded = 0
         self._open: set[str] = set()  # anchors whose value is being read: an alias to one would be a cycle
+        self._keys: list[str] = []  # the keys (and list indices) above the node being read
+
+    def _where(self) -> str:
+        keys = ".".join(self._keys)
+        return f"key '{shorten(keys)}'" if keys else "the document"
 
     def compose_node(self, parent, index):
         event = self.peek_event()
         line = event.start_mark.line + 1
         if self._depth >= MAX_DEPTH:
-            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep (line {line})")
+            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep at {self._where()} (line {line})")
         if isinstance(event, yaml.AliasEvent):
             return self._expand(event.anchor, line)
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             self._open.add(anchor)
         self._depth += 1
+        # a mapping's value is composed with its key node as ``index``, a sequence's item with its position
+        step = index.value if isinstance(index, yaml.ScalarNode) else str(index) if isinstance(index, int) else None
+        if step is not None:
+            self._keys.append(step)
         try:
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
             self._open.discard(anchor)
+            if step is not None:
+                self._keys.pop()
 
     def _expand(self, anchor: str, line: int) -> yaml.Node:
         """A copy of the node ``anchor`` names, counted against ``ALIAS_VALUES_MAX``."""
@@ -358,7 +395,8 @@ class RecipeLoader(yaml.SafeLoader):
             raise _Refused(f"expands its YAML aliases to more than {ALIAS_VALUES_MAX} values (alias "
                            f"*{shorten(anchor)}, line {line}); write the values out")
         if self._depth + height > MAX_DEPTH:
-            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep (line {line}, alias *{shorten(anchor)})")
+            raise _Refused(f"is nested more than {MAX_DEPTH} levels deep at {self._where()} (line {line}, alias "
+                           f"*{shorten(anchor)})")
         return _copy_node(node)
 
     def construct_mapping(self, node, deep=False):

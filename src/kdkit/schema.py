@@ -6,7 +6,9 @@ comparison files) without a list of fields:
 - unknown keys are refused, never ignored;
 - no number is NaN or ±inf: float fields refuse them (``1e400`` in YAML is inf), and floats inside free-form values
   (``training.extra``, ``student.overrides``) are checked by the same validator;
-- no string is longer than 4096 characters (a path's limit);
+- no string is longer than 4096 characters (a path's limit), and none is empty or blank: every string key names
+  something (a file, a model, a column, a scheduler), and an empty one would resolve to the working directory or
+  silently to a default;
 - booleans and numbers never stand in for each other: pydantic's lax mode would read ``batch_size: true`` as 1 and
   ``t2_scaling: 1`` or ``"yes"`` as true; here both are refused. An integer written as a float (``32.0``) is read
   as 32; one with a fraction (``32.5``) is refused, never truncated.
@@ -70,11 +72,12 @@ _REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_MAX
 
 
 def shorten(value: Any, limit: int = SHOWN_MAX) -> str:
-    """``value`` as an error message shows it: a string as it is, anything else as a bounded ``repr`` (a few items
+    """``value`` as an error message shows it: a string as it is (escaped if it holds a line break or another
+    control character), anything else as a bounded ``repr`` (a few items
     of a few levels, so nested shared lists never expand), cut to ``limit`` characters with an ellipsis: a 10 MB
     key or value never becomes a 10 MB message."""
-    try:
-        text = value if isinstance(value, str) else _REPR.repr(value)
+    try:  # a string with a line break or another control character is shown escaped: a message is one line
+        text = (value if value.isprintable() else repr(value)) if isinstance(value, str) else _REPR.repr(value)
     except ValueError:  # an int of over 4300 digits has no repr
         text = f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -116,7 +119,7 @@ Problem = tuple[tuple, str, Any]
 def kind_problem(annotation: Any, value: Any, loc: tuple = (), depth: int = 0,
                  seen: set[int] | None = None) -> Problem | None:
     """``(loc, message, value)`` of the first place where ``value`` has a boolean given for a number, a
-    non-boolean given for a boolean, or a non-finite float under ``Any``; ``None`` if there is none. Everything
+    non-boolean given for a boolean, an empty or blank string, or a non-finite float under ``Any``; ``None`` if there is none. Everything
     else (strings, literals, ranges, nested sections, which check their own fields) is left to pydantic.
 
     A container under ``Any`` is walked once however often it is referenced (``seen``), so nested shared lists
@@ -139,6 +142,9 @@ def kind_problem(annotation: Any, value: Any, loc: tuple = (), depth: int = 0,
         return _first(kind_problem(Any, item, (*loc, key), depth + 1, seen) for key, item in items)
     if annotation is bool:
         return None if isinstance(value, bool) else (loc, "Input should be true or false", value)
+    if annotation is str:
+        return (loc, "Input should not be empty or blank", value) if isinstance(value, str) and not value.strip() \
+            else None
     if annotation in (int, float):
         return (loc, "Input should be a number, not true or false", value) if isinstance(value, bool) else None
     if origin in (Union, types.UnionType):

@@ -78,3 +78,10 @@ def test_cache(tmp_path):
     assert all(v > 0 for v in results["epoch_s"].values())
     assert results["cache_build_s"] > 0 and results["cache_bytes"] > 0
     assert len(results["repetitions"]) == 2
+
+
+def test_retrieval_cache(tmp_path):
+    results = _run("retrieval_cache", tmp_path)
+    assert results["step_s"]["cached"] > 0 and results["step_s"]["live"] > 0 and results["live_over_cached"] > 0
+    assert results["cache_texts"] == 120 and results["cache_bytes"] > 0  # 60 passages and 60 queries
+    assert len(results["repetitions"]) == 2

@@ -26,7 +26,7 @@ from kdkit.engine.pipeline import TrainerTask
 from kdkit.errors import ConfigError
 from kdkit.loading import load_model, load_tokenizer, model_config
 from kdkit.report.evaluate import count_parameters, measure_latency
-from kdkit.schema import Strict
+from kdkit.schema import TOKENS_MAX, Seed, Strict
 from kdkit.students import StudentContext, build_student
 from kdkit.terms import CacheRequest, LossConfig, Term
 from tiny import FILLER, NEGATIVE, POSITIVE, make_tiny_teacher, run_cli
@@ -35,9 +35,10 @@ TAGS = ["filler", "negative", "positive"]
 
 
 class TaggingData(Strict):
-    examples: int = Field(96, gt=8)
-    max_length: int = Field(16, gt=2)
-    seed: int = 0
+    # bounded like every field of a shipped recipe: the fuzzer below tries 2**70 examples
+    examples: int = Field(96, gt=8, le=10_000)
+    max_length: int = Field(16, gt=2, le=TOKENS_MAX)
+    seed: Seed = 0
 
 
 class TaggingRecipe(Recipe):
@@ -192,3 +193,18 @@ def test_kdkit_info_lists_the_new_task_and_an_unknown_task_is_one_line(tagging, 
     recipe = dict(_recipe(tmp_path), task="parsing")
     with pytest.raises(ConfigError, match="recipe key 'task': 'parsing' is not a task; valid: classification"):
         parse_recipe(recipe)
+
+
+def test_the_schema_fuzzer_covers_a_new_task_and_its_loss_without_a_list(tagging, tmp_path, monkeypatch):
+    """``tests/fuzz.py`` derives the keys from the task's typed recipe: the tagging task's own data keys and its
+    own loss's keys are generated and each bad value is refused (exit 2, one line naming the key, nothing
+    written)."""
+    import fuzz
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    base = _recipe(tmp_path)
+    cases = fuzz.recipe_cases(fuzz.recipe_model("tagging"), base)
+    labels = {case.key.label for case in cases}
+    assert {"data.examples", "data.max_length", "losses.2[token_kd].temperature"} <= labels, sorted(labels)[:20]
+    failures = fuzz.sweep(tmp_path, cases, lambda case, folder: fuzz.run_recipe_case(case, base, folder))
+    assert not failures, "\n".join(failures)

@@ -43,7 +43,7 @@ from kdkit.errors import CacheError, ConfigError, DataError, KdkitError
 from kdkit.report.card import write_model_card
 from kdkit.report.environment import environment
 from kdkit.report.report import write_report
-from kdkit.signals import CachedTeacher, LiveTeacher, TeacherCache, build_cache, example_key
+from kdkit.signals import CachedTeacher, LiveTeacher, SignalSpec, TeacherCache, build_cache, example_key
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
 from kdkit.signals.live import teacher_inputs
 from kdkit.store import ArtifactStore, digest
@@ -116,6 +116,10 @@ class TrainerTask(Task):
         """How the student is called on a batch; the representations the terms read."""
         return capture(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
+    def module_forward(self, recipe: Recipe):
+        """The student's forward for this recipe (:meth:`forward` unless a recipe setting changes it)."""
+        return self.forward
+
     def teacher_forward(self, capture: Capture, batch: dict) -> Representations:
         """How the live teacher is called on a batch (its own token ids where its tokenizer differs)."""
         return capture(**teacher_inputs(batch))
@@ -128,6 +132,22 @@ class TrainerTask(Task):
         """The report's results: ``{"teacher": entry (absent without one), "student": entry, ...}`` with entries
         ``{"name", "params", "n", "metrics": {primary, ...}, "latency"}`` (see :mod:`kdkit.report.report`)."""
         raise NotImplementedError
+
+    def cache_plan(self, prep: Prepared, train) -> tuple[SignalSpec | None, str, Any, Any]:
+        """What a teacher cache holds for this run: ``(spec, reason, examples, collator)``; ``spec`` None (with the
+        reason) when the terms need the live teacher. By default the signals the terms ask for, per example of the
+        training split."""
+        recipe = prep.recipe
+        spec, reason = signal_spec(list(prep.module.terms), self.num_outputs(prep), top_k=recipe.teacher.cache_top_k,
+                                   dense_max=recipe.teacher.cache_dense_max)
+        return spec, reason, train, self.collator(prep)
+
+    def signal_source(self, prep: Prepared, cache: TeacherCache | None):
+        """The teacher signal source the trainer calls on each batch: read from ``cache``, or (None) the live
+        teacher."""
+        if cache is not None:
+            return CachedTeacher(cache)
+        return LiveTeacher(prep.teacher, self.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
 
     def export(self, prep: Prepared, trainer: DistillationTrainer, folder: Path) -> Path:
         """Write the student in its ecosystem's format (an HF folder by default)."""
@@ -151,7 +171,8 @@ class TrainerTask(Task):
         student, tokenizer = self.build_student(recipe, data, teacher, teacher_tokenizer)
         check_max_length(recipe, student, "student")
         check_layer_maps(recipe, teacher, student)
-        module = DistillationModule(student, build_terms(recipe.losses, teacher, student), forward=self.forward)
+        module = DistillationModule(student, build_terms(recipe.losses, teacher, student),
+                                    forward=self.module_forward(recipe))
         return Prepared(recipe, data, tokenizer, teacher_tokenizer if teacher is not None else tokenizer, teacher,
                         student, module)
 
@@ -408,21 +429,19 @@ def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = F
     mode = recipe.teacher.cache
     if mode == "off":
         return None, "teacher.cache is off"
-    spec, reason = signal_spec(list(prep.module.terms), task.num_outputs(prep), top_k=recipe.teacher.cache_top_k,
-                               dense_max=recipe.teacher.cache_dense_max)
+    spec, reason, examples, collator = task.cache_plan(prep, train)
     if spec is None:
         if mode != "auto":
             raise ConfigError(f"teacher.cache '{mode}': the recipe cannot use a teacher cache: {reason}")
         return None, reason
     teacher_fp, tokenizer_fp = fingerprint_model(prep.teacher), fingerprint_tokenizer(prep.teacher_tokenizer)
-    keys = [example_key(real_token_ids(example)) for example in train]
+    keys = [example_key(real_token_ids(example)) for example in examples]
     if mode == "auto":
         path = ArtifactStore().path("signals", digest({
             "teacher": teacher_fp, "tokenizer": tokenizer_fp, "spec": spec.to_dict(),
             "examples": hashlib.sha256(b"".join(sorted(set(keys)))).hexdigest()}))
     else:
         path = Path(mode)
-    collator = task.collator(prep)
     with PartialState().main_process_first():  # the main rank builds; the others open what it wrote
         cache = None
         if (path / "manifest.json").is_file() and not rebuild:
@@ -436,7 +455,7 @@ def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = F
             print(f"[kdkit] caching teacher signals ({spec.logits or 'no'} logits, hidden {list(spec.hidden_layers)}, "
                   f"pooled {list(spec.pooled_layers)}) in {path}")
             prep.teacher.to(_device())
-            cache = build_cache(path, prep.teacher, train, collator, spec, tokenizer_fingerprint=tokenizer_fp,
+            cache = build_cache(path, prep.teacher, examples, collator, spec, tokenizer_fingerprint=tokenizer_fp,
                                 batch_size=recipe.training.eval_batch_size, device=_device())
     return cache, ""
 
@@ -447,10 +466,9 @@ def teacher_source(task: TrainerTask, prep: Prepared, train):
     if not any(term.reads_teacher for term in prep.module.terms):
         return None
     cache, reason = teacher_cache(task, prep, train)
-    if cache is not None:
-        return CachedTeacher(cache)
-    print(f"[kdkit] teacher runs live at every step: {reason}")
-    return LiveTeacher(prep.teacher, task.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
+    if cache is None:
+        print(f"[kdkit] teacher runs live at every step: {reason}")
+    return task.signal_source(prep, cache)
 
 
 def build_teacher_cache(task: TrainerTask, recipe: Recipe, *, rebuild: bool = False) -> dict:

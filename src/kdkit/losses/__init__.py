@@ -10,6 +10,7 @@ from kdkit.losses.hidden import Projection, hidden_cosine, hidden_mse, pkd_loss
 from kdkit.losses.logits import cross_entropy, hinton_kd, kl_divergence, logit_mse, soft_cross_entropy
 from kdkit.losses.reweighting import (LambdaNet, MetaAdam, l2rw_gradients, l2rw_lambda, lookahead_meta_loss,
                                      meta_net_gradient, per_sample_ce_kd, reweighted_loss, rwkd_features)
+from kdkit.losses.ranking import in_batch_ce, margin_mse, maxsim, tct_loss
 from kdkit.losses.relation import layer_relation_angle, layer_relation_pair, word_relation_angle, word_relation_pair
 from kdkit.losses.smoothing import (beta_smoothing_targets, confidence_penalty, label_smoothing_targets,
                                     soft_target_cross_entropy)
@@ -35,15 +36,19 @@ __all__ = [
     "hidden_cosine",
     "hidden_mse",
     "hinton_kd",
+    "in_batch_ce",
     "kl_divergence",
     "label_smoothing_targets",
     "layer_relation_angle",
     "layer_relation_pair",
     "logit_mse",
+    "margin_mse",
+    "maxsim",
     "pkd_loss",
     "reduce_loss",
     "soft_cross_entropy",
     "soft_target_cross_entropy",
+    "tct_loss",
     "universal_kd",
     "value_relation_kl",
     "word_relation_angle",

@@ -246,6 +246,12 @@ def _common_batch_sizes(reports: list[dict]) -> list[str]:
     return sorted(sizes or (), key=int)
 
 
+def _index_mb(entries: list[dict]) -> float | None:
+    """Median over seeds of a retrieval model's index size (MB); None for models without an index."""
+    sizes = [e["index_mb"] for e in entries if e.get("index_mb") is not None]
+    return statistics.median(sizes) if sizes else None
+
+
 def _latency_ms(entries: list[dict], sizes: list[str]) -> dict[str, float]:
     return {b: 1e3 * statistics.median(e["latency"][b]["median_s"] for e in entries) for b in sizes}
 
@@ -297,8 +303,22 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                      "n": len({item["seed"] for item in items}), "evaluations": len(entries),
                      "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": mean,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
-                     "params": entries[0]["params"], "latency_ms": _latency_ms(entries, sizes),
+                     "params": entries[0]["params"], "index_mb": _index_mb(entries),
+                     "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
+    references: dict[str, list[dict]] = {}  # untrained systems an evaluation measured beside (BM25, zero-shot)
+    for report in all_reports:
+        for name, entry in (report.get("references") or {}).items():
+            references.setdefault(name, []).append(entry)
+    for name, entries in references.items():
+        scores = [metrics_of(entry)[primary] for entry in entries]
+        mean, std = _mean_std(scores)
+        rows.append({"run": f"reference: {name}", "role": "reference", "teacher": "", "n": len(entries),
+                     "evaluations": len(entries), "score_mean": mean, "score_std": None if len(set(scores)) == 1
+                     else std, "scores": scores, "teacher_score": None,
+                     "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
+                     "params": entries[0]["params"], "index_mb": _index_mb(entries),
+                     "latency_ms": _latency_ms(entries, sizes), "speedup": {}, "dm": None})
     students = []
     for name, items in results.items():
         reports = [item["report"] for item in items]
@@ -315,6 +335,7 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             "dirs": [item["dir"] for item in items],
             "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": teacher_mean,
             "metrics_mean": _other_means([r["student"] for r in reports], primary), "params": params,
+            "index_mb": _index_mb([r["student"] for r in reports]),
             "latency_ms": _latency_ms([r["student"] for r in reports], sizes),
             "speedup": {b: statistics.median(r["teacher"]["latency"][b]["median_s"]
                                              / r["student"]["latency"][b]["median_s"] for r in paired)
@@ -349,9 +370,11 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     baseline = board.get("baseline")
     primary = board["primary_metric"]
     others = _other_metric_names(board)
+    indexed = any(row.get("index_mb") is not None for row in board["rows"])
     header = (["run", "seeds", metric_header(primary)] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
               + [metric_header(name) for name in others] + [f"teacher {primary} (%)", "params (M)"]
-              + [f"latency b{b} (ms)" for b in sizes] + [f"speedup b{b}" for b in sizes]
+              + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
+              + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
     body = []
     for row in board["rows"]:
@@ -365,6 +388,7 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
         body.append([row["run"], str(row["n"]), score, *delta]
                     + [percent(row["metrics_mean"].get(name)) for name in others]
                     + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
+                    + (["—" if row.get("index_mb") is None else f"{row['index_mb']:.1f}"] if indexed else [])
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
                     + [f"{row['speedup'][b]:.2f}x" if b in row["speedup"] else "—" for b in sizes]
                     + ["—" if row["dm"] is None else f"{row['dm']:.3f}", "yes" if row["pareto"] else ""])
@@ -378,7 +402,8 @@ def _note(boards: list[dict]) -> str:
     others = list(dict.fromkeys(name for board in boards for name in _other_metric_names(board)))
     definitions = (
         f"Primary metric: {score} (higher is better), mean ± sample standard deviation (n − 1) over seeds, in %; "
-        "other metrics: mean over seeds. Latency: median over seeds of each run's median forward-pass time; "
+        "other metrics: mean over seeds. Latency: median over seeds of each run's median time of one forward pass "
+        "(retrieval: of one query, encoded and searched over the corpus; index: the corpus index in MB); "
         "speedup: median over seeds of teacher/student latency. "
         "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
         "lower is better. "
@@ -453,7 +478,8 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
     kind = chart_kind(board)
     label = f"{board['primary_metric']} (%)"
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # never an offset or a ×10ⁿ on a percentage axis
-    teachers = [row for row in board["rows"] if row["role"] == "teacher"]
+    # teachers and untrained references (BM25, a zero-shot model) are lines across the runs' chart
+    teachers = [row for row in board["rows"] if row["role"] in ("teacher", "reference")]
     if kind == "runs":
         students = sorted((row for row in board["rows"] if row["role"] == "student"), key=lambda r: r["score_mean"])
         fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * len(students)))
@@ -474,19 +500,20 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         markers = itertools.cycle("o^vD<>ph*")
         handles = []
-        for row in board["rows"]:
+        placed = [row for row in board["rows"] if row["params"] > 0]  # BM25 has no parameters: no place on a log axis
+        for row in placed:
             teacher = row["role"] == "teacher"
             # a legend rather than text beside the points: runs of one size and score would print on each other
             handles.append(ax.errorbar(row["params"], 100 * row["score_mean"], yerr=100 * (row["score_std"] or 0),
                                        fmt="s" if teacher else next(markers), color="black" if teacher else None,
                                        capsize=3, label=f"{row['run']}  {_score_label(row)}"))
-        front = sorted((r for r in board["rows"] if r["pareto"]), key=lambda r: r["params"])
+        front = sorted((r for r in placed if r["pareto"]), key=lambda r: r["params"])
         if len(front) > 1:
             handles += ax.step([r["params"] for r in front], [100 * r["score_mean"] for r in front], where="post",
                                linestyle="--", color="grey", label="Pareto front")
         # in the table's order, the front last (matplotlib would list lines before error bars)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
-        counts = [row["params"] for row in board["rows"]]
+        counts = [row["params"] for row in placed]
         low, high = min(counts) / 1.3, max(counts) * 1.3
         ax.set_xscale("log")
         ax.set_xlim(low, high)

@@ -4,7 +4,11 @@
 
     {"task": str, "primary_metric": str, "split": str, "dm_alpha": 0.5, "teacher": entry, "student": entry, ...}
     entry = {"name": str, "params": int, "n": int, "metrics": {name: fraction, ...},
-             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}}
+             "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}, "index_mb": float (optional)}
+
+``index_mb`` (retrieval: what the model's index of the corpus takes) adds a column; ``latency_unit`` in
+``results`` says what one timed call is (default "one forward pass"); ``references`` (name → entry) are untrained
+systems measured beside (BM25, the student's model before training), shown as rows without ratios.
 
 The derived numbers (speedup per batch size, student/teacher ratios of the primary metric and of the sizes,
 distillation metric) are computed here by :func:`compare`, so the markdown and the JSON never disagree. A
@@ -60,8 +64,9 @@ def render_markdown(results: dict) -> str:
     alpha = results.get("dm_alpha", 0.5)
     primary = primary_of(results)
     names = metric_names(primary, [results[role] for role in roles])
+    indexed = any("index_mb" in results[role] for role in roles)  # retrieval: what serving the corpus takes
     header = (["model", "params (M)"] + [metric_header(name) for name in names]
-              + [f"latency b{b} (ms)" for b in sizes]
+              + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
               + ([f"speedup b{b}" for b in sizes] + [f"{primary} ratio", f"DM (α={alpha:g})"] if paired else []))
     rows = []
     for role in roles:
@@ -70,23 +75,35 @@ def render_markdown(results: dict) -> str:
         is_student = role == "student"
         rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}"]
                     + [percent(metrics.get(name)) for name in names]
+                    + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
                     + ([f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
                        + [f"{100 * derived['score_ratio'] if is_student else 100:.1f}%",
                           f"{derived['distillation_metric']:.3f}" if is_student else "—"] if paired else []))
+    for name, entry in (results.get("references") or {}).items():  # untrained systems measured beside
+        metrics = metrics_of(entry)
+        rows.append([f"reference: {name}", f"{entry['params'] / 1e6:.2f}"]
+                    + [percent(metrics.get(metric)) for metric in names]
+                    + ([_megabytes(entry.get("index_mb"))] if indexed else [])
+                    + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" if b in entry.get("latency", {}) else "—"
+                       for b in sizes] + (["—"] * (len(sizes) + 2) if paired else []))
     lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
     lines += ["", f"Primary metric: {primary} (higher is better); metrics in %."]
-    latency = "Latency: median wall-clock time of one forward pass."
+    latency = f"Latency: median wall-clock time of {results.get('latency_unit', 'one forward pass')}."
     dm = (f"DM = α·params_s/params_t + (1−α)·(1 − {primary}_s/{primary}_t) (Alkhulaifi et al., 2021); lower is "
           "better.")
     lines += [f"{dm} {latency}" if paired else f"No teacher: the run trained the student alone. {latency}"]
     lines += metric_notes(names)
     others = {k: v for k, v in results.items()
-              if k not in ("teacher", "student", "comparison", "dm_alpha", "primary_metric")
+              if k not in ("teacher", "student", "comparison", "dm_alpha", "primary_metric", "latency_unit")
               and isinstance(v, (str, int, float, bool))}
     if others:
         lines += [""] + [f"- {key}: {value}" for key, value in others.items()]
     return "\n".join(lines) + "\n"
+
+
+def _megabytes(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def write_report(path_dir: str | Path, results: dict) -> tuple[Path, Path]:

@@ -64,7 +64,7 @@ from kdkit.store import verify as verify_files
 
 FORMAT = "kdkit-teacher-cache"
 FORMAT_VERSION = 2  # 2: the manifest is kdkit.store's, with this cache's description as its meta
-REBUILD = "rebuild with `kdkit cache RECIPE`"
+REBUILD = "rebuild with `kdkit cache RECIPE --rebuild`"
 # every file a build writes, so a folder holding only these is an incomplete cache that a build may replace
 _ARRAY = re.compile(r"(keys|offsets|logits|topk_logprobs|topk_indices|tail_logmass|(hidden|pooled)\.\d+)\.npy")
 # manifests whose folder a build may replace: the store's, and a version 1 cache's (this format at its top level)

@@ -199,8 +199,19 @@ def register(*names: str, config: type[LossConfig] | None = None):
     return decorate
 
 
+_OWN_LOSSES_ONLY: set[str] = set()
+
+
+def own_losses_only(task: str) -> None:
+    """Make ``task`` accept only the losses that name it in ``tasks``, not the task-agnostic ones (``tasks``
+    None), for a task whose models expose neither class logits nor comparable hidden states (retrieval)."""
+    _OWN_LOSSES_ONLY.add(task)
+
+
 def _serves(cls: type[Term], task: str | None) -> bool:
-    return task is None or cls.tasks is None or task in cls.tasks
+    if task is None:
+        return True
+    return task in cls.tasks if cls.tasks is not None else task not in _OWN_LOSSES_ONLY
 
 
 def loss_names(task: str | None = None) -> list[str]:

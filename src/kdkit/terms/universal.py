@@ -196,4 +196,9 @@ def _hooked_widths(model: nn.Module, names: list[str]) -> list[int]:
     device = next(model.parameters()).device
     ids = torch.ones(1, 2, dtype=torch.long, device=device)
     captured = Capture(model, modules=names)(input_ids=ids, attention_mask=torch.ones_like(ids)).modules
+    for name in names:
+        if not isinstance(captured[name], Tensor) or captured[name].dim() < 2:
+            raise ConfigError(f"loss 'universal_kd' student_modules: '{name}' outputs a "
+                              f"{type(captured[name]).__name__}, not a tensor of vectors; name a layer whose output "
+                              f"is (batch, tokens, width) or (batch, width)")
     return [captured[n].shape[-1] for n in names]

@@ -25,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -196,9 +196,17 @@ def _read_file(path: Path, split: str, text_column: str, label_column: str) -> t
             frame = pd.read_json(io.StringIO(kept), lines=True, dtype=False)
             return frame, _Origin(name, split, tuple(lines) if len(lines) == len(frame) else None)
         if suffix == ".json":
+            records = json.loads(content)
+            for i, record in enumerate(records if isinstance(records, list) else []):
+                for key, item in (record.items() if isinstance(record, dict) else ()):
+                    if _beyond_int64(item):
+                        raise DataError(f"{name}, example {i + 1}, column '{_cut(key, 40)}': "
+                                        f"{_cut(json.dumps(item))} holds a whole number beyond 64 bits, which no "
+                                        f"column can hold")
             return pd.read_json(io.StringIO(content), dtype=False), _Origin(name, split)
-    except ValueError as err:
-        raise DataError(f"{name} cannot be parsed as {suffix[1:]}: {first_line(err)}") from None
+    except (ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else first_line(err)
+        raise DataError(f"{name} cannot be parsed as {suffix[1:]}: {reason}") from None
     raise DataError(f"{name} has extension '{suffix}'; use .csv, .tsv, .jsonl or .json")
 
 
@@ -239,10 +247,10 @@ def _csv_lines(content: str, sep: str, name: str, kind: str) -> tuple[int | None
         csv.field_size_limit(limit)
 
 
-def _jsonl_lines(content: str, name: str, text_column: str, label_column: str) -> tuple[str, list[int]]:
-    """The non-blank lines of a jsonl file (for pandas) and their line numbers, after checking that each is one
-    JSON object: pandas fails on a ``null`` or ``3`` line with a TypeError and names no line for broken JSON."""
-    kept, lines = [], []
+def jsonl_objects(content: str, name: str, example: str) -> Iterator[tuple[int, str, dict]]:
+    """``(line number, line, object)`` for each non-blank line of a jsonl file's ``content``, refusing a line that
+    is not one JSON object (broken JSON, ``null``, ``3``, an array) naming ``name`` and the line; ``example`` shows
+    what a line should be."""
     for number, line in enumerate(content.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
         if not line.strip():
             continue
@@ -256,11 +264,35 @@ def _jsonl_lines(content: str, name: str, text_column: str, label_column: str) -
         if not isinstance(value, dict):
             shown = "" if value is None else f" ({_cut(line.strip(), 40)})"
             raise DataError(f"{name}, line {number} is {_json_kind(value)}, not an object{shown}; each line must be "
-                            f"one object such as "
-                            f'{{"{_cut(text_column, 40)}": "a text", "{_cut(label_column, 40)}": "a label"}}')
+                            f"one object such as {example}")
+        yield number, line, value
+
+
+def _jsonl_lines(content: str, name: str, text_column: str, label_column: str) -> tuple[str, list[int]]:
+    """The non-blank lines of a jsonl file (for pandas) and their line numbers, after checking that each is one
+    JSON object: pandas fails on a ``null`` or ``3`` line with a TypeError and names no line for broken JSON."""
+    kept, lines = [], []
+    example = f'{{"{_cut(text_column, 40)}": "a text", "{_cut(label_column, 40)}": "a label"}}'
+    for number, line, value in jsonl_objects(content, name, example):
+        for key, item in value.items():
+            if _beyond_int64(item):
+                raise DataError(f"{name}, line {number}, column '{_cut(key, 40)}': {_cut(json.dumps(item))} holds "
+                                f"a whole number beyond 64 bits, which no column can hold")
         kept.append(line)
         lines.append(number)
     return "\n".join(kept), lines
+
+
+def _beyond_int64(value: Any) -> bool:
+    """Whether ``value`` (parsed JSON) holds an integer outside int64: pandas' JSON reader fails on one with no
+    line to point to."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -(2**63) <= value < 2**64  # uint64 is read too
+    if isinstance(value, list):
+        return any(_beyond_int64(item) for item in value)
+    if isinstance(value, dict):
+        return any(_beyond_int64(item) for item in value.values())
+    return False
 
 
 def _json_kind(value: Any) -> str:

@@ -1,0 +1,135 @@
+"""Retrieval evaluation: IR metrics against hand-computed values, exact dense search, the paired bootstrap, BM25 and
+per-query latency."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdkit.errors import DataError, NumericalError
+from kdkit.report.retrieval import (DenseIndex, bm25_run, ir_metrics, paired_bootstrap, per_query_metrics,
+                                    query_latency)
+from kdkit.tasks.retrieval.data import RetrievalData, _assemble
+
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d4": 1}}
+RUN = {
+    "q1": {"d0": 0.9, "d1": 0.8, "d5": 0.7},  # the relevant d1 at rank 2
+    "q2": {"d3": 0.9, "d0": 0.8, "d2": 0.7},  # the relevant d3 at rank 1, d2 at rank 3
+    # the relevant d4 at rank 12, below eleven others: outside every @10 cutoff, inside @100
+    "q3": {**{f"x{i}": 1.0 - i / 100 for i in range(11)}, "d4": 0.5},
+}
+
+
+def test_ir_metrics_match_a_hand_computed_case():
+    # q1: RR = 1/2; DCG = 1/log2(1 + 2) = 0.630930, ideal DCG = 1, so nDCG = 0.630930; R@1 0, R@10 1, R@100 1
+    # q2: RR = 1; DCG = 1/log2(2) + 1/log2(4) = 1.5, ideal = 1 + 1/log2(3) = 1.630930, nDCG = 0.919721;
+    #     R@1 = 1/2, R@10 = 1, R@100 = 1
+    # q3: rank 12, so RR@10 = 0 (an uncut reciprocal rank would be 1/12), nDCG@10 = 0, R@1 = R@10 = 0, R@100 = 1
+    # means over the 3 queries:
+    expected = {"mrr@10": (0.5 + 1 + 0) / 3,                                              # 0.5
+                "ndcg@10": (1 / math.log2(3) + 1.5 / (1 + 1 / math.log2(3)) + 0) / 3,   # 0.516884
+                "recall@1": (0 + 0.5 + 0) / 3,                                        # 0.166667
+                "recall@10": (1 + 1 + 0) / 3,                                         # 0.666667
+                "recall@100": 1.0}
+    assert ir_metrics(RUN, QRELS) == pytest.approx(expected, abs=1e-6)
+    assert expected["ndcg@10"] == pytest.approx(0.516884, abs=1e-6)
+
+
+def test_per_query_values_average_to_the_metrics_and_count_missing_queries_as_zero():
+    qrels = {**QRELS, "q4": {"d9": 1}}  # q4 has no entry in the run
+    per_query = per_query_metrics({**RUN, "stray": {"d1": 1.0}}, qrels)
+    assert per_query["mrr@10"] == {"q1": 0.5, "q2": 1.0, "q3": 0.0, "q4": 0.0}
+    assert per_query["recall@100"]["q3"] == 1.0
+    overall = ir_metrics(RUN, qrels)
+    assert {name: sum(values.values()) / 4 for name, values in per_query.items()} == pytest.approx(overall)
+    assert overall["mrr@10"] == pytest.approx(1.5 / 4)
+
+
+def test_empty_qrels_are_refused():
+    with pytest.raises(DataError, match="no queries"):
+        ir_metrics(RUN, {})
+
+
+@pytest.mark.parametrize("ann", [None, "hnsw"])
+def test_dense_index_search_equals_numpy_top_k(ann):
+    rng = np.random.default_rng(0)
+    passages, queries = rng.standard_normal((200, 16)), rng.standard_normal((7, 16))
+    ids = [f"p{i}" for i in range(200)]
+    index = DenseIndex(ids, torch.from_numpy(passages), ann=ann)
+    run = index.search([f"q{i}" for i in range(7)], queries, k=10)
+    scores = queries @ passages.T
+    for row, (qid, hits) in enumerate(run.items()):
+        top = np.argsort(-scores[row])[:10]
+        if ann is None:
+            assert list(hits) == [ids[i] for i in top]
+            assert list(hits.values()) == pytest.approx(scores[row, top], abs=1e-4)
+        else:  # approximate: at this size and efSearch the graph finds (nearly) all true neighbours
+            assert len(set(hits) & {ids[i] for i in top}) >= 9
+    vector_bytes = 200 * 16 * 4
+    if ann is None:  # the vectors plus a header of a few dozen bytes
+        assert vector_bytes / 1e6 < index.size_mb < (vector_bytes + 1000) / 1e6
+    else:  # the vectors plus the graph's links
+        assert index.size_mb > (vector_bytes + 200 * 32 * 4) / 1e6
+    assert len(DenseIndex(ids[:3], passages[:3]).search(["q"], queries[:1], k=10)["q"]) == 3
+
+
+def test_dense_index_refuses_non_finite_vectors():
+    vectors = np.ones((4, 3))
+    vectors[2, 1] = np.nan
+    with pytest.raises(NumericalError, match="row 2"):
+        DenseIndex(["a", "b", "c", "d"], vectors)
+
+
+def test_paired_bootstrap_interval_holds_the_true_difference():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 1, 300)
+    noise = np.tile([0.2, -0.2], 150)  # mean exactly 0: the true mean difference is 0.05
+    a = b + 0.05 + noise
+    qids = [f"q{i}" for i in range(300)]
+    result = paired_bootstrap(dict(zip(qids, a)), dict(zip(qids, b)), n=2000, seed=0)
+    assert result["mean_difference"] == pytest.approx(0.05)
+    assert result["ci_low"] < 0.05 < result["ci_high"]
+    # the standard error is 0.2 / sqrt(300) = 0.0115, so the 95% interval is about ±0.023 and excludes 0
+    assert 0 < result["ci_low"] and result["ci_high"] - result["ci_low"] == pytest.approx(4 * 0.0115, rel=0.15)
+    # mappings pair by query id, whatever their order; sequences by position
+    assert paired_bootstrap(dict(zip(qids[::-1], a[::-1])), dict(zip(qids, b)), n=2000, seed=0) == result
+    positional = paired_bootstrap(list(a), list(b), n=2000, seed=0)
+    assert positional["ci_low"] < 0.05 < positional["ci_high"]
+    same = paired_bootstrap(list(b), list(b), n=500, seed=1)
+    assert same["ci_low"] == same["ci_high"] == same["mean_difference"] == 0
+    with pytest.raises(DataError, match="different queries"):
+        paired_bootstrap({"q1": 1.0}, {"q2": 1.0})
+
+
+def test_bm25_run_ranks_the_exact_match_first():
+    passages = ["Stock markets fell sharply on Monday.", "The cat sat on the mat.",
+                "Interest rates were held by the central bank.", "Interest in cats is rising."]
+    corpus, queries = _assemble([("interest rates held by the central bank", [passages[2]], [])])
+    corpus.update((f"x{i}", text) for i, text in enumerate(passages))
+    data = RetrievalData(corpus, {"train": [], "validation": [], "test": queries})
+    run = bm25_run(data, "test", k=100)
+    hits = run[queries[0].id]
+    assert corpus[next(iter(hits))] == passages[2]
+    assert all(score > 0 for score in hits.values())
+    assert "The cat sat on the mat." not in {corpus[pid] for pid in hits}  # shares no term: not retrieved
+    assert ir_metrics(run, data.qrels("test"))["mrr@10"] == 1.0
+
+
+def test_query_latency_times_encode_and_search():
+    index = DenseIndex(["a", "b"], np.eye(2))
+    calls = []
+
+    def encode(texts):
+        calls.append(texts)
+        return torch.ones(len(texts), 2)
+
+    timing = query_latency(encode, index, ["first query", "second query"], k=1, repeats=5, warmup=2)
+    assert timing["n"] == 5 and 0 < timing["median_s"] <= timing["p90_s"]
+    assert len(calls) == 7 and all(len(texts) == 1 for texts in calls)
+    searched = []
+    query_latency(encode, lambda encoded, k: searched.append((tuple(encoded.shape), k)), ["q"], k=3, repeats=2,
+                  warmup=0)
+    assert searched == [((1, 2), 3)] * 2
