@@ -55,6 +55,18 @@ def evaluate(model: str, data, *, teacher: str | None = None, evaluation=None, b
                                    output_dir=output_dir)
 
 
+def evaluate_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *,
+                    output_dir: str | Path | None = None) -> dict:
+    """Evaluate the recipe's student model as it is (``student.init: pretrained``; no training), beside its teacher
+    if it has one, with the task's own evaluation (``kdkit eval --task retrieval``); writes the report to
+    ``output_dir`` when given."""
+    recipe = _recipe(recipe, overrides)
+    task = get_task(recipe.task)
+    if not hasattr(task, "evaluate_model"):
+        raise ConfigError(f"task '{recipe.task}' has no evaluation of a saved model")
+    return task.evaluate_model(recipe, output_dir=output_dir)
+
+
 def quickstart(output_dir: str | Path | None = None, overrides: list[str] | None = None, *, resume: bool = False,
                overwrite: bool = False, force: bool = False) -> dict:
     """The shipped quickstart recipe: MiniLM-L6 teacher → 3-layer student on Rotten Tomatoes."""

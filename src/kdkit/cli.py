@@ -24,7 +24,7 @@ from typing import Optional
 
 import typer
 
-from kdkit.errors import KdkitError
+from kdkit.errors import ConfigError, KdkitError
 from kdkit.schema import BATCH_MAX, TOKENS_MAX
 
 try:  # recent typer bundles its own copy of click and raises that copy's exceptions
@@ -144,26 +144,50 @@ def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the ru
 
 @app.command("eval")
 @_command
-def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier)."),
-             dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`)."),
-             train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels)."),
+def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier, or a "
+                                                   "bi-encoder with --task retrieval)."),
+             task: str = typer.Option("classification", help="classification or retrieval."),
+             dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`); retrieval: "
+                                                               "a named set or a BEIR folder."),
+             train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels; "
+                                                                  "retrieval: jsonl pairs)."),
              test_file: Optional[str] = typer.Option(None, help="csv/jsonl file to evaluate on."),
              text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
              split: str = typer.Option("test", help="validation or test."),
              max_length: int = typer.Option(128, min=1, max=TOKENS_MAX),
              batch_size: int = typer.Option(64, min=1, max=BATCH_MAX),
-             teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare."),
-             output_dir: Optional[str] = typer.Option(None, help="Write report.md/report.json here (with --teacher)."),
+             similarity: str = typer.Option("dot", help="retrieval: how the bi-encoder scores, dot or cosine."),
+             teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare (retrieval: "
+                                                               "as a MaxSim late-interaction model)."),
+             output_dir: Optional[str] = typer.Option(None, help="Write report.md/report.json here (with --teacher, "
+                                                                 "or with --task retrieval)."),
              ) -> None:
-    """Accuracy, parameters and CPU latency of a classifier (side by side with a teacher if given)."""
+    """Classification: accuracy, parameters and CPU latency of a classifier. Retrieval: MRR@10, nDCG@10 and recall
+    over the whole corpus, index size and per-query latency of a bi-encoder. Side by side with a teacher if given."""
     from kdkit import api
     from kdkit.config import parse_recipe
-    # one validation path for every entry point: build the same typed sections a recipe would have
+    if task not in ("classification", "retrieval"):
+        raise ConfigError(f"--task {task!r}: kdkit eval evaluates 'classification' or 'retrieval' models")
+    if similarity not in ("dot", "cosine"):
+        raise ConfigError(f"--similarity {similarity!r}: give dot or cosine")
+    data = {"dataset": dataset, "train_file": train_file, "test_file": test_file, "max_length": max_length}
+    sections = {"evaluation": {"split": split}, "training": {"eval_batch_size": batch_size}}
+    if task == "retrieval":
+        if (text_column, label_column) != ("text", "label"):
+            raise ConfigError("--text-column and --label-column are classification options; retrieval files have "
+                              "fixed fields (query, positive, negatives)")
+        # one validation path for every entry point: build the same typed sections a recipe would have
+        recipe = parse_recipe({"task": "retrieval", "data": data, "student": {"init": "pretrained", "model": model},
+                               "losses": [{"name": "contrastive"}], "retrieval": {"similarity": similarity},
+                               **({"teacher": {"model": teacher}} if teacher else {}), **sections})
+        _print_report(api.evaluate_recipe(recipe, output_dir=output_dir))
+        return
+    if similarity != "dot":
+        raise ConfigError("--similarity is a retrieval option (with --task retrieval)")
     recipe = parse_recipe({
-        "data": {"dataset": dataset, "train_file": train_file, "test_file": test_file,
-                 "text_column": text_column, "label_column": label_column, "max_length": max_length},
+        "data": {**data, "text_column": text_column, "label_column": label_column},
         "teacher": {"model": teacher or model}, "student": {"init": "pretrained", "model": model},
-        "losses": [{"name": "ce"}], "evaluation": {"split": split}})
+        "losses": [{"name": "ce"}], **sections})
     result = api.evaluate(model, recipe.data, teacher=teacher, evaluation=recipe.evaluation, batch_size=batch_size,
                           output_dir=output_dir)
     if teacher:

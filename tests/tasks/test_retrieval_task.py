@@ -181,3 +181,36 @@ def test_the_collator_puts_negatives_after_all_positives():
     assert batch["passage_input_ids"].tolist() == [[2, 6, 3, 0], [2, 10, 3, 0], [2, 7, 3, 0], [2, 11, 12, 3]]
     assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_kdkit_eval_scores_a_saved_bi_encoder_beside_a_maxsim_teacher(files, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, stdout, err = run_cli(["eval", str(files["teacher"]), "--task", "retrieval", "--train-file",
+                                 str(files["pairs"]), "--max-length", "24", "--teacher", str(files["teacher"]),
+                                 "--output-dir", str(out)], capsys)
+    assert code == 0, err
+    assert "| teacher: " in stdout and "MaxSim" in stdout and "| student: " in stdout and "index (MB)" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["primary_metric"] == "mrr@10" and report["student"]["n"] == 6
+    assert set(json.loads((out / "per_query.json").read_text())) == {"teacher", "student"}
+    code, _, err = run_cli(["eval", str(files["teacher"]), "--task", "retrieval", "--train-file", str(files["pairs"]),
+                            "--label-column", "y"], capsys)
+    assert code == 2 and "--text-column and --label-column are classification options" in err
+    code, _, err = run_cli(["eval", str(files["teacher"]), "--task", "ranking"], capsys)
+    assert code == 2 and "--task 'ranking'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_fine_tuned_maxsim_teacher_is_trained_once_and_stored(files, tmp_path, capsys):
+    finetune = {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3, "report_to": []}
+    recipe = _recipe(files, tmp_path, teacher={"model": str(files["teacher"]), "finetune": finetune})
+    report = api.distill(recipe)
+    assert "fine-tuning the teacher" in capsys.readouterr().out
+    stored = Path(report["teacher_source"])
+    assert stored.is_dir() and (stored / "config.json").is_file() and "(fine-tuned) MaxSim" in report["teacher"]["name"]
+    from transformers import AutoModel
+
+    before, after = AutoModel.from_pretrained(files["teacher"]), AutoModel.from_pretrained(stored)
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    recipe["output_dir"] = str(tmp_path / "again")
+    api.distill(recipe)
+    assert "fine-tuned teacher found in cache" in capsys.readouterr().out

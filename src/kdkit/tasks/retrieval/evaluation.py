@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -166,9 +167,10 @@ def _zero_shot_entry(prep, queries, qrels) -> tuple[dict, dict]:
     return entry, per_query
 
 
-def evaluate_run(task, prep) -> dict:
+def evaluate_run(task, prep, out: Path | None, references: bool = True) -> dict:
     """The report's results of a retrieval run (see :mod:`kdkit.report.results`); per-query values of every metric
-    go to ``per_query.json`` in the run folder."""
+    go to ``per_query.json`` in ``out`` (None: nowhere). ``references``: BM25 and, for a pretrained student, its
+    model before training, measured beside."""
     recipe = prep.recipe
     split = recipe.evaluation.split
     queries = prep.data.queries(split)
@@ -181,14 +183,15 @@ def evaluate_run(task, prep) -> dict:
         entries["teacher"], per_query["teacher"] = _teacher_entry(task, prep, queries, qrels, f"{teacher} MaxSim")
     name = f"{num_layers(prep.student)}-layer bi-encoder ({recipe.student.init}, {recipe.retrieval.similarity})"
     entries["student"], per_query["student"] = _student_entry(prep, queries, qrels, name)
-    references = {"BM25": _bm25_entry(prep, queries, qrels)}
-    if recipe.student.init == "pretrained":
+    references = {"BM25": _bm25_entry(prep, queries, qrels)} if references else {}
+    if references and recipe.student.init == "pretrained":
         references[f"zero-shot student ({recipe.retrieval.similarity})"] = _zero_shot_entry(prep, queries, qrels)
-    entries["references"] = {name: entry for name, (entry, _) in references.items()}
-    per_query.update({name: values for name, (_, values) in references.items()})
-    out = recipe.resolved_output_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PER_QUERY).write_text(json.dumps(per_query) + "\n")
+    if references:
+        entries["references"] = {name: entry for name, (entry, _) in references.items()}
+        per_query.update({name: values for name, (_, values) in references.items()})
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PER_QUERY).write_text(json.dumps(per_query) + "\n")
     return {"split": split, "dm_alpha": recipe.evaluation.dm_alpha, **entries, "corpus": len(prep.data.corpus),
             "top_k": recipe.retrieval.top_k, "ann": recipe.retrieval.ann,
             "latency_unit": "one query (encode it, search the corpus)", "torch_threads": torch.get_num_threads()}
