@@ -28,6 +28,11 @@ SPECIAL_ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token
 UNMAPPED = -1
 
 
+def same_vocabulary(a: Any, b: Any) -> bool:
+    """Whether two tokenizers map the same strings to the same ids (then one set of token ids serves both models)."""
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
 def _special_ids(tokenizer: Any) -> dict[str, int]:
     ids = {}
     for role in SPECIAL_ROLES:

@@ -133,3 +133,22 @@ def test_query_latency_times_encode_and_search():
     query_latency(encode, lambda encoded, k: searched.append((tuple(encoded.shape), k)), ["q"], k=3, repeats=2,
                   warmup=0)
     assert searched == [((1, 2), 3)] * 2
+
+
+def test_bootstrap_runs_pairs_two_runs_per_query_values(tmp_path):
+    import json
+
+    from kdkit.report.retrieval import bootstrap_runs
+
+    for name, values in (("a", {"q1": 1.0, "q2": 0.5, "q3": 1.0}), ("b", {"q1": 0.5, "q2": 0.5, "q3": 0.0})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_query.json").write_text(json.dumps({"student": {"mrr@10": values},
+                                                                     "BM25": {"mrr@10": values}}))
+    result = bootstrap_runs(tmp_path / "a", tmp_path / "b", n=2000)
+    assert result["mean_difference"] == pytest.approx(0.5) and result["n_queries"] == 3
+    assert result["ci_low"] <= 0.5 <= result["ci_high"]
+    assert bootstrap_runs(tmp_path / "a", tmp_path / "a", role_b="BM25", n=100)["mean_difference"] == 0
+    with pytest.raises(DataError, match="no ndcg@10 values for 'student'"):
+        bootstrap_runs(tmp_path / "a", tmp_path / "b", metric="ndcg@10")
+    with pytest.raises(DataError, match="no readable per_query.json"):
+        bootstrap_runs(tmp_path, tmp_path / "b")

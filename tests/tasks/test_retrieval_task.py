@@ -214,3 +214,24 @@ def test_a_fine_tuned_maxsim_teacher_is_trained_once_and_stored(files, tmp_path,
     recipe["output_dir"] = str(tmp_path / "again")
     api.distill(recipe)
     assert "fine-tuned teacher found in cache" in capsys.readouterr().out
+
+
+def test_a_teacher_with_its_own_vocabulary_reads_its_own_token_ids(files, tmp_path):
+    from tiny import FILLER, NEGATIVE, POSITIVE, SPECIAL
+
+    other = make_tiny_teacher(tmp_path / "other-teacher", vocab=SPECIAL + FILLER[::-1] + NEGATIVE + POSITIVE)
+    recipe = _recipe(files, tmp_path, teacher={"model": str(other)},
+                     student={"init": "pretrained", "model": str(files["teacher"])})
+    task = get_task("retrieval")
+    prep = task.prepare(parse_recipe(recipe))
+    train = task.tokenize(prep)["train"]
+    assert {"teacher_query", "teacher_positive", "teacher_negative"} <= set(train.column_names)
+    assert train[0]["teacher_query"] != train[0]["query"]  # the same words, other ids
+    batch = task.collator(prep)([train[i] for i in range(4)])
+    scores = task.signal_source(prep, None)(batch).logits
+    own = task.signal_source(prep, None)({"input_ids": batch["teacher_input_ids"],
+                                          "attention_mask": batch["teacher_attention_mask"],
+                                          "passage_input_ids": batch["teacher_passage_input_ids"],
+                                          "passage_attention_mask": batch["teacher_passage_attention_mask"]}).logits
+    assert scores.shape == (4, 8) and torch.allclose(scores, own)
+    assert api.distill(recipe)["teacher"]["metrics"]["mrr@10"] >= 0

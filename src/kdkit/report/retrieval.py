@@ -13,8 +13,10 @@ this module costs nothing for the other tasks.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,3 +227,20 @@ def query_latency(encode: Callable[[list[str]], Any], index: DenseIndex | Callab
                 times.append(time.perf_counter() - start)
     median, p90 = np.quantile(times, [0.5, 0.9])
     return {"median_s": float(median), "p90_s": float(p90), "n": len(times)}
+
+
+def bootstrap_runs(run_a: str | Path, run_b: str | Path, metric: str = "mrr@10", role_a: str = "student",
+                   role_b: str = "student", n: int = 10_000, seed: int = 0) -> dict:
+    """:func:`paired_bootstrap` of two retrieval runs' per-query ``metric`` (their ``per_query.json``), system a
+    minus system b; ``role_*`` picks the entry (``student``, ``teacher`` or a reference such as ``BM25``)."""
+    values = []
+    for folder, role in ((Path(run_a), role_a), (Path(run_b), role_b)):
+        try:
+            stored = json.loads((folder / "per_query.json").read_text())
+        except (OSError, ValueError):
+            raise DataError(f"'{folder}' holds no readable per_query.json (written by a retrieval run)") from None
+        if role not in stored or metric not in stored[role]:
+            raise DataError(f"'{folder / 'per_query.json'}' has no {metric} values for '{role}'; it has "
+                            f"{', '.join(stored)}")
+        values.append(stored[role][metric])
+    return paired_bootstrap(values[0], values[1], n=n, seed=seed)

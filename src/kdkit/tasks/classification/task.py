@@ -34,7 +34,7 @@ from kdkit.tasks.classification.data import (ClassificationData, DataCollator, l
                                              tokenize)
 from kdkit.terms import build_terms
 from kdkit.terms.logits import CELoss
-from kdkit.vocab import alignment_rate, map_ids, vocabulary_map
+from kdkit.vocab import alignment_rate, map_ids, same_vocabulary, vocabulary_map
 
 
 class ClassificationDataConfig(Strict):
@@ -90,10 +90,6 @@ def load_classifier(name: str, label_names: list[str], *, eager: bool = False, k
                       **_head(label_names), **kwargs)
 
 
-def _same_vocabulary(a, b) -> bool:
-    return a is b or a.get_vocab() == b.get_vocab()
-
-
 @register
 class ClassificationTask(TrainerTask):
     """Single-label text classification (the task of every shipped recipe)."""
@@ -119,7 +115,7 @@ class ClassificationTask(TrainerTask):
 
     def prepare(self, recipe, teacher_path=None, data=None) -> Prepared:
         prep = super().prepare(recipe, teacher_path, data)
-        if prep.teacher is not None and not _same_vocabulary(prep.tokenizer, prep.teacher_tokenizer) \
+        if prep.teacher is not None and not same_vocabulary(prep.tokenizer, prep.teacher_tokenizer) \
                 and recipe.needs_token_alignment():
             # token-level losses compare positions: the teacher reads the student's tokens, renumbered (kdkit.vocab)
             prep.extras["id_map"] = vocabulary_map(prep.tokenizer, prep.teacher_tokenizer)
@@ -174,7 +170,7 @@ class ClassificationTask(TrainerTask):
             return splits
         if "id_map" in prep.extras:
             return self._mapped_teacher_ids(prep, splits)
-        if not _same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
+        if not same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
             teacher_view = tokenize(prep.data.splits, prep.teacher_tokenizer, max_length, prefix="teacher_")
             for name in splits:
                 for column in ("teacher_input_ids", "teacher_attention_mask"):

@@ -50,6 +50,7 @@ from kdkit.tasks import register
 from kdkit.tasks.retrieval.data import RetrievalData, load_retrieval_data, mine_bm25_negatives
 from kdkit.terms import build_terms
 from kdkit.terms.ranking import ContrastiveLoss
+from kdkit.vocab import same_vocabulary
 
 SIMILARITIES = ("dot", "cosine")
 
@@ -238,10 +239,6 @@ class Tokens:
         return self.tokenizer(texts, truncation=True, max_length=self.lengths[kind])["input_ids"]
 
 
-def _same_vocabulary(a, b) -> bool:
-    return a is b or a.get_vocab() == b.get_vocab()
-
-
 @register
 class RetrievalTask(TrainerTask):
     """Passage retrieval: late-interaction teacher, bi-encoder student (TCT-ColBERT, Margin-MSE, in-batch CE)."""
@@ -283,7 +280,7 @@ class RetrievalTask(TrainerTask):
         if not rows:
             return DatasetDict({"train": Dataset.from_dict({"query": [], "positive": []})})
         views = [("", prep.tokenizer)]
-        if prep.teacher is not None and not _same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
+        if prep.teacher is not None and not same_vocabulary(prep.tokenizer, prep.teacher_tokenizer):
             views.append(("teacher_", prep.teacher_tokenizer))
         columns = {}
         for prefix, tokenizer in views:
