@@ -235,3 +235,10 @@ def test_a_teacher_with_its_own_vocabulary_reads_its_own_token_ids(files, tmp_pa
                                           "passage_attention_mask": batch["teacher_passage_attention_mask"]}).logits
     assert scores.shape == (4, 8) and torch.allclose(scores, own)
     assert api.distill(recipe)["teacher"]["metrics"]["mrr@10"] >= 0
+
+
+def test_kdkit_cache_builds_the_teacher_token_vectors_of_corpus_and_queries(files, tmp_path):
+    built = api.cache(_recipe(files, tmp_path))
+    assert built["examples"] == 120 and list(built["spec"]["hidden_layers"]) == [4]  # 60 passages and 60 queries
+    assert api.cache(_recipe(files, tmp_path))["path"] == built["path"]  # found, not built again
+    assert not (tmp_path / "run").exists()
