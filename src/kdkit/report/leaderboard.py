@@ -306,14 +306,16 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                      "params": entries[0]["params"], "index_mb": _index_mb(entries),
                      "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
-    references: dict[str, list[dict]] = {}  # untrained systems an evaluation measured beside (BM25, zero-shot)
-    for report in all_reports:
-        for name, entry in (report.get("references") or {}).items():
-            references.setdefault(name, []).append(entry)
-    for name, entries in references.items():
+    references: dict[str, list[tuple[int, dict]]] = {}  # untrained systems measured beside (BM25, zero-shot)
+    for item in (item for items in results.values() for item in items):
+        for name, entry in (item["report"].get("references") or {}).items():
+            references.setdefault(name, []).append((item["seed"], entry))
+    for name, measured in references.items():
+        entries = [entry for _, entry in measured]
         scores = [metrics_of(entry)[primary] for entry in entries]
         mean, std = _mean_std(scores)
-        rows.append({"run": f"reference: {name}", "role": "reference", "teacher": "", "n": len(entries),
+        rows.append({"run": f"reference: {name}", "role": "reference", "teacher": "",
+                     "n": len({seed for seed, _ in measured}),
                      "evaluations": len(entries), "score_mean": mean, "score_std": None if len(set(scores)) == 1
                      else std, "scores": scores, "teacher_score": None,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
@@ -487,8 +489,11 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
                     xerr=[100 * (r["score_std"] or 0) for r in students], fmt="o", capsize=3)
         ax.set_yticks(range(len(students)), [f"{r['run']}  {_score_label(r)}" for r in students])
         ax.set_ylim(-0.6, len(students) - 0.4)
-        for style, row in zip(itertools.cycle(("--", ":", "-.")), teachers):
-            ax.axvline(100 * row["score_mean"], linestyle=style, color="black",
+        styles = itertools.cycle(("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))))
+        colours = itertools.cycle(("tab:grey", "tab:orange", "tab:green", "tab:purple", "tab:brown"))
+        for style, row in zip(styles, teachers):  # teachers in black, references each in a colour of its own
+            ax.axvline(100 * row["score_mean"], linestyle=style,
+                       color="black" if row["role"] == "teacher" else next(colours),
                        label=f"{row['run']}  {_score_label(row)}")
         if teachers:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
