@@ -229,6 +229,26 @@ def test_a_retrieval_leaderboard_ranks_and_renders_on_mrr_at_10():
     assert "accuracy" not in markdown and "calibration" not in markdown
 
 
+def test_untrained_references_become_rows_counted_once_per_seed_with_their_index_size():
+    def report(mrr, seed_shift=0.0):
+        found = _retrieval(mrr)
+        found["student"]["index_mb"], found["teacher"]["index_mb"] = 3.2, 202.0
+        found["references"] = {"BM25": {**_entry(0.30 + seed_shift, 0, 0.0002, "mrr@10", **{"recall@100": 0.7}),
+                                        "index_mb": 3.3}}
+        return found
+
+    results = {"tct": [_item(report(0.35), 0), _item(report(0.37, 0.02), 1)], "ce": [_item(report(0.33), 0)]}
+    board = leaderboard(results)
+    bm25 = next(row for row in board["rows"] if row["run"] == "reference: BM25")
+    assert bm25["role"] == "reference" and bm25["n"] == 2  # measured by three runs, over two seeds
+    assert bm25["score_mean"] == pytest.approx((0.30 * 2 + 0.32) / 3) and bm25["index_mb"] == pytest.approx(3.3)
+    assert bm25["dm"] is None and bm25["speedup"] == {}
+    markdown = render_leaderboard(board)
+    assert "| index (MB) |" in markdown.splitlines()[2]
+    assert "| 202.0 |" in markdown and "| 3.2 |" in markdown
+    assert [row["role"] for row in board["rows"]] == ["teacher", "reference", "student", "student"]
+
+
 def test_runs_scored_on_different_primary_metrics_are_refused():
     results = {"kd": [_item(_report(0.7))], "retrieval": [_item(_retrieval(0.3))]}
     with pytest.raises(ConfigError, match="different primary metrics \\(kd: accuracy, retrieval: mrr@10\\)"):

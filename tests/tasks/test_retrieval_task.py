@@ -59,7 +59,9 @@ def test_tct_runs_end_to_end_and_the_student_loads_in_sentence_transformers(file
     per_query = json.loads((tmp_path / "run" / "per_query.json").read_text())
     assert len(per_query["student"]["mrr@10"]) == 6
     assert sum(per_query["student"]["mrr@10"].values()) / 6 == pytest.approx(report["student"]["metrics"]["mrr@10"])
-    assert "index (MB)" in (tmp_path / "run" / "report.md").read_text()
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "index (MB)" in markdown and "| reference: BM25 | 0.00 |" in markdown
+    assert set(report["references"]) == {"BM25"}  # a teacher_layers student has no pretrained model to compare
 
     folder = tmp_path / "run" / "student"
     model = SentenceTransformer(str(folder), device="cpu")
@@ -136,6 +138,7 @@ def test_a_teacher_free_contrastive_run_reports_the_student_alone(files, tmp_pat
     recipe.pop("teacher")
     report = api.distill(recipe)
     assert "teacher" not in report and report["student"]["metrics"]["mrr@10"] >= 0
+    assert set(report["references"]) == {"BM25", "zero-shot student (dot)"}  # the pretrained model before training
 
 
 @pytest.mark.parametrize("lines, message", [
