@@ -245,3 +245,22 @@ def test_kdkit_cache_builds_the_teacher_token_vectors_of_corpus_and_queries(file
     assert built["examples"] == 120 and list(built["spec"]["hidden_layers"]) == [4]  # 60 passages and 60 queries
     assert api.cache(_recipe(files, tmp_path))["path"] == built["path"]  # found, not built again
     assert not (tmp_path / "run").exists()
+
+
+def test_a_retrieval_run_resumes_from_its_checkpoint_to_the_weights_of_an_uninterrupted_run(files, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    recipe = _recipe(files, tmp_path, training={"max_steps": 4, "batch_size": 8, "save_steps": 2, "report_to": []})
+    api.distill(recipe)
+    run = tmp_path / "run"
+    uninterrupted = load_file(run / "student" / "model.safetensors")
+    # as if killed after checkpoint-2: the last checkpoint and everything written after it are gone
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(run / "student")
+    api.distill(recipe, resume=True)
+    assert "resuming from" in capsys.readouterr().out and "checkpoint-2" in str(sorted((run / "checkpoints").iterdir()))
+    resumed = load_file(run / "student" / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)

@@ -22,6 +22,7 @@ from transformers import AutoModel
 from kdkit.capture import hidden_size, num_layers
 from kdkit.errors import DataError
 from kdkit.loading import load_model
+from kdkit.losses import maxsim
 from kdkit.report.evaluate import count_parameters
 from kdkit.report.retrieval import MB, DenseIndex, ir_metrics, per_query_metrics, query_latency
 from kdkit.signals import fingerprint_model, fingerprint_tokenizer
@@ -130,8 +131,6 @@ def _teacher_entry(task, prep, queries, qrels, name: str, chunk: int = 128) -> t
 
 def maxsim_chunk(query: tuple[torch.Tensor, torch.Tensor], passages: tuple[torch.Tensor, torch.Tensor]
                  ) -> torch.Tensor:
-    from kdkit.losses import maxsim
-
     return maxsim(query[0], query[1], passages[0].float(), passages[1])
 
 
