@@ -544,6 +544,16 @@ def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
+def with_current_defaults(stored: Any) -> Any:
+    """A stored ``recipe.yaml`` (as plain data) re-validated by today's schema and dumped again, so a key added to
+    kdkit since the run was made counts at its default instead of as a difference; data that no longer validates
+    (a key removed or renamed since) comes back unchanged and so differs where it changed."""
+    try:
+        return yaml.safe_load(recipe_to_yaml(parse_recipe(stored)))
+    except ConfigError:
+        return stored
+
+
 def recipe_differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
     """Where two recipes given as plain data (``recipe.yaml`` loaded) differ: ``(dotted key, old, new)`` for every
     differing leaf, in sorted key order; a list whose length changed differs as a whole."""

@@ -30,6 +30,15 @@ def test_tct_gamma_mixes_in_the_cross_entropy_to_the_gold_passage():
         losses.tct_loss(student, teacher, labels, gamma=1.5)
 
 
+def test_tct_scale_multiplies_the_student_scores_in_both_terms():
+    # a cosine student's scores [0.25, 0] at scale 4 are the dot student's [1, 0] of the hand-computed case
+    student, teacher, labels = torch.tensor([[0.25, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([1])
+    for gamma in (0.0, 0.4):
+        assert losses.tct_loss(student, teacher, labels, gamma=gamma, scale=4.0).item() == pytest.approx(
+            losses.tct_loss(student * 4, teacher, labels, gamma=gamma).item(), abs=1e-6)
+    assert losses.tct_loss(student, teacher, labels, scale=4.0).item() == pytest.approx(0.0671307, abs=1e-6)
+
+
 def test_tct_is_zero_when_the_student_matches_the_sharpened_teacher_and_invariant_to_query_order():
     teacher = torch.randn(4, 8)
     assert losses.tct_loss(teacher / 0.25, teacher, torch.arange(4)).item() == pytest.approx(0, abs=1e-6)

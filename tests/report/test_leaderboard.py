@@ -7,6 +7,7 @@ import json
 import statistics
 
 import pytest
+import yaml
 from PIL import Image
 
 from kdkit import api
@@ -89,6 +90,24 @@ def test_interrupted_run_is_resumed_and_changed_recipe_is_refused(tiny_recipe, t
     board = api.compare(changed, overwrite=True)
     assert board["rows"][1]["status"] == {"0": "trained"}
     assert "temperature: 4.0" in (run / "recipe.yaml").read_text()
+
+
+def test_a_key_added_since_a_run_was_made_counts_at_its_default(tiny_recipe, tmp_path):
+    cmp = _comparison(tiny_recipe, tmp_path)
+    cmp["runs"], cmp["seeds"] = cmp["runs"][:1], [0]
+    api.compare(cmp)
+    run = tmp_path / "cmp" / "kd-t2" / "seed-0"
+    stored = yaml.safe_load((run / "recipe.yaml").read_text())
+    current = (run / "recipe.yaml").read_text()
+    assert stored["training"].pop("warmup_ratio") == 0.0  # as written by a kdkit without that key
+    (run / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert run_state(run, current) == "finished"
+    stored["training"]["learning_rate"] = 1.0  # a value that was set, not defaulted, still differs
+    (run / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert run_state(run, current).startswith("stale: training.learning_rate: 1.0 →")
+    stored["training"]["retired_key"] = 1  # a key kdkit no longer knows: the stored recipe is compared as is
+    (run / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert run_state(run, current).startswith("stale: training.learning_rate")
 
 
 def test_grid_expands_every_combination_and_names_its_runs():

@@ -36,7 +36,7 @@ from torch import nn
 from transformers import set_seed
 
 from kdkit.capture import Capture, Representations, num_layers
-from kdkit.config import Recipe, describe_difference, recipe_differences, recipe_to_yaml
+from kdkit.config import Recipe, describe_difference, recipe_differences, recipe_to_yaml, with_current_defaults
 from kdkit.engine.checkpoints import checkpoint_step, last_complete_checkpoint
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import CacheError, ConfigError, DataError, KdkitError
@@ -312,7 +312,8 @@ def check_resume_recipe(out: Path, recipe: Recipe, *, force: bool) -> None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise ConfigError(f"--resume: '{out}' holds no readable recipe.yaml, so the recipe its run started with is "
                           f"unknown; {_NEW_RUN}") from None
-    found = [d for d in recipe_differences(old, yaml.safe_load(recipe_to_yaml(recipe))) if d[0] != "output_dir"]
+    found = [d for d in recipe_differences(with_current_defaults(old), yaml.safe_load(recipe_to_yaml(recipe)))
+             if d[0] != "output_dir"]
     unsafe = [d for d in found if not _resume_safe(d[0])]
     if unsafe:
         key = unsafe[0][0]

@@ -36,19 +36,22 @@ def maxsim(query: Tensor, query_mask: Tensor, passages: Tensor, passage_mask: Te
 
 
 def tct_loss(student_scores: Tensor, teacher_scores: Tensor, labels: Tensor, temperature: float = 0.25,
-             gamma: float = 0.0) -> Tensor:
+             gamma: float = 0.0, scale: float = 1.0) -> Tensor:
     """TCT-ColBERT (Lin, Yang & Lin, RepL4NLP 2021, "In-Batch Negatives for Knowledge Distillation with
     Tightly-Coupled Teachers for Dense Retrieval"), mean over the B queries::
 
-        L = γ·CE(softmax(φ_s), gold) + (1 − γ)·KL(softmax(φ_t / τ) ‖ softmax(φ_s))
+        L = γ·CE(softmax(s·φ_s), gold) + (1 − γ)·KL(softmax(φ_t / τ) ‖ softmax(s·φ_s))
 
     φ over all P passages of the batch (in-batch negatives); τ (0.25) divides the teacher's scores only, the student
-    stays at temperature 1, and there is no T² factor; γ = 0 as released (pure KL).
+    stays at temperature 1, and there is no T² factor; γ = 0 as released (pure KL). ``scale`` s multiplies the
+    student's scores (1 as released, for a dot-product student; a cosine student lives in [−1, 1] and needs one,
+    like MultipleNegativesRankingLoss's 20).
 
     Args: student_scores, teacher_scores ``(B, P)``; labels ``(B,)`` gold columns.
     """
     if not 0.0 <= gamma <= 1.0:
         raise ConfigError(f"tct_loss: gamma {gamma} must be in [0, 1]")
+    student_scores = student_scores * scale
     kl = kl_divergence(student_scores, teacher_scores, temperature, t2_scaling=False, temperature_on="teacher")
     if gamma == 0.0:
         return kl

@@ -40,7 +40,8 @@ from typing import Any, Callable
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from kdkit.config import describe_difference, load_recipe, read_recipe_file, recipe_differences, recipe_to_yaml
+from kdkit.config import (describe_difference, load_recipe, read_recipe_file, recipe_differences, recipe_to_yaml,
+                          with_current_defaults)
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
@@ -190,7 +191,7 @@ def run_state(folder: Path, recipe_yaml: str) -> str:
         return "new"
     if not stored.is_file():
         return "stale: the folder holds no recipe.yaml"
-    old, new = yaml.safe_load(stored.read_text()), yaml.safe_load(recipe_yaml)
+    old, new = with_current_defaults(yaml.safe_load(stored.read_text())), yaml.safe_load(recipe_yaml)
     if old != new:
         return "stale: " + describe_difference(recipe_differences(old, new)[0])
     return "finished" if (folder / "report.json").is_file() else "interrupted"

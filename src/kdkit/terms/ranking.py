@@ -25,11 +25,13 @@ own_losses_only(TASK)
 
 
 class TCTLoss(LossConfig):
-    """TCT-ColBERT: γ·CE(gold) + (1 − γ)·KL(softmax(φ_t/τ) ‖ softmax(φ_s)) over the batch's passages."""
+    """TCT-ColBERT: γ·CE(gold) + (1 − γ)·KL(softmax(φ_t/τ) ‖ softmax(s·φ_s)) over the batch's passages; ``scale``
+    s (1 as released) is for cosine students, whose scores lie in [−1, 1]."""
 
     name: Literal["tct"]
     temperature: Temperature = 0.25
     gamma: float = Field(0.0, ge=0, le=1)
+    scale: float = Field(1.0, gt=0, le=1000)
 
 
 class MarginMSELoss(LossConfig):
@@ -61,7 +63,7 @@ class TCTTerm(_RankingTerm):
 
     def forward(self, student, teacher, batch):
         return losses.tct_loss(student.logits, teacher.logits, batch["labels"], temperature=self.cfg.temperature,
-                               gamma=self.cfg.gamma)
+                               gamma=self.cfg.gamma, scale=self.cfg.scale)
 
 
 @register("margin_mse")
