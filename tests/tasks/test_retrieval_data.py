@@ -12,7 +12,8 @@ import pytest
 from kdkit.errors import DataError
 from kdkit.store import ArtifactStore
 from kdkit.tasks.retrieval import data as retrieval_data
-from kdkit.tasks.retrieval.data import RetrievalData, load_retrieval_data, mine_bm25_negatives
+from kdkit.report.retrieval import ir_metrics
+from kdkit.tasks.retrieval.data import RetrievalData, _assemble, bm25_search, load_retrieval_data, mine_bm25_negatives
 
 TOPICS = ["cats", "dogs", "stocks", "rates", "football", "tennis", "films", "music", "phones", "elections", "oil",
           "rail"]
@@ -280,3 +281,17 @@ def test_bm25_negatives_sampled_from_depth_follow_the_seed(tmp_path):
     assert stored.digest != data.digest
     with pytest.raises(DataError, match="relevant to their query"):
         data.with_negatives("train", {q.id: list(q.relevant) for q in data.queries("train")})
+
+
+def test_bm25_search_ranks_the_exact_match_first():
+    passages = ["Stock markets fell sharply on Monday.", "The cat sat on the mat.",
+                "Interest rates were held by the central bank.", "Interest in cats is rising."]
+    corpus, queries = _assemble([("interest rates held by the central bank", [passages[2]], [])])
+    corpus.update((f"x{i}", text) for i, text in enumerate(passages))
+    data = RetrievalData(corpus, {"train": [], "validation": [], "test": queries})
+    run = {q.id: dict(hits) for q, hits in zip(queries, bm25_search(corpus, [q.text for q in queries], 100))}
+    hits = run[queries[0].id]
+    assert corpus[next(iter(hits))] == passages[2]
+    assert all(score > 0 for score in hits.values())
+    assert "The cat sat on the mat." not in {corpus[pid] for pid in hits}  # shares no term: not retrieved
+    assert ir_metrics(run, data.qrels("test"))["mrr@10"] == 1.0

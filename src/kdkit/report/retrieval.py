@@ -1,5 +1,5 @@
 """Retrieval evaluation over the full corpus: IR metrics, a paired bootstrap between two systems, the dense index a
-bi-encoder is served from, the BM25 baseline and per-query latency.
+bi-encoder is served from and per-query latency.
 
 A *run* is ``{query id: {passage id: score}}`` (higher is better; keep the raw float scores, since ties are broken
 by the evaluator, not by dict order), *qrels* are ``{query id: {passage id: relevance}}``
@@ -7,7 +7,7 @@ by the evaluator, not by dict order), *qrels* are ``{query id: {passage id: rele
 a query of the qrels that the run lacks scores 0, a run's query absent from the qrels is ignored. Pass at least the
 top 100 passages per query, or Recall@100 is understated.
 
-The optional libraries (ir_measures, faiss, bm25s) are imported inside the functions that use them, so importing
+The optional libraries (ir_measures, faiss) are imported inside the functions that use them, so importing
 this module costs nothing for the other tasks.
 """
 
@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from kdkit.errors import ConfigError, DataError, NumericalError
-from kdkit.tasks.retrieval.data import RetrievalData, bm25_search
 
 Run = dict[str, dict[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -181,13 +180,6 @@ class DenseIndex:
         import faiss
 
         return faiss.serialize_index(self.index).nbytes / MB
-
-
-def bm25_run(data: RetrievalData, split: str = "test", k: int = 100) -> Run:
-    """The BM25 baseline's run over the whole corpus (settings: ``kdkit.tasks.retrieval.data.BM25_SETTINGS``): the
-    ``k`` best passages per query of ``split`` among those sharing a term with it."""
-    queries = data.queries(split)
-    return {q.id: dict(hits) for q, hits in zip(queries, bm25_search(data.corpus, [q.text for q in queries], k))}
 
 
 def query_latency(encode: Callable[[list[str]], Any], index: DenseIndex | Callable[[Any, int], Any],
