@@ -452,7 +452,8 @@ def flags(group) -> list[Flag]:
 
 
 def flag_values(flag: Flag) -> list[tuple[str, list[str], bool]]:
-    """(kind, argv pieces, whether the pieces replace the command's positional arguments) of each bad use."""
+    """(kind, argv pieces, whether the pieces replace the command's positional arguments and go last) of each bad
+    use."""
     if flag.annotation is bool:
         return [("given-a-value", [f"{flag.opt}=yes"], False)]
     if flag.annotation in (int, float):
@@ -467,7 +468,10 @@ def flag_values(flag: Flag) -> list[tuple[str, list[str], bool]]:
         values = [("empty", ""), ("blank", "  \t"), ("nul", "a\0b")]
         if flag.name != "set_":  # a --set item may be as long as a recipe file
             values.append(("too-long", "p" * (STR_MAX + 1)))
-    pieces = [(kind, [flag.opt, value] if flag.opt else [value], flag.opt is None) for kind, value in values]
+        if not flag.opt:
+            values.append(("leading-dash", "-x"))
+    # a positional value goes after `--`, as a user passes one starting with '-' (else click reads an option)
+    pieces = [(kind, [flag.opt, value] if flag.opt else ["--", value], flag.opt is None) for kind, value in values]
     if flag.opt:
         pieces.append(("missing-value", [flag.opt], False))
     return pieces

@@ -158,12 +158,11 @@ def test_every_flag_refuses_every_kind_of_bad_value(world):
         folder.mkdir(parents=True)
         args, options = _base_argv(world, item.flag.command, folder)
         if item.positional:
-            args = item.pieces
+            args = []
         elif item.flag.opt in options:  # the bad value replaces the base's own use of the option
             i = options.index(item.flag.opt)
             options = options[:i] + options[i + 2:]
-        tail = item.pieces if not item.positional else []
-        argv = [item.flag.command, *args, *options, *tail]
+        argv = [item.flag.command, *args, *options, *item.pieces]
         return fuzz.run_case(folder, argv).problem(item.flag.names)
 
     failures = fuzz.sweep(world["root"], [Item(*case) for case in cases], run)
@@ -264,8 +263,8 @@ def _random_flag(world, data):
     try:
         folder.mkdir(parents=True)
         args, options = _base_argv(world, flag.command, folder)
-        if flag.opt is None:
-            args = [value]
+        if flag.opt is None:  # after `--`, as a user passes a value starting with '-' (else it is an option)
+            args, options = [], [*options, "--", value]
         else:
             if flag.opt in options:
                 i = options.index(flag.opt)
