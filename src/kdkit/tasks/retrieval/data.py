@@ -55,8 +55,11 @@ import numpy as np
 from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.store import ArtifactStore, digest
-from kdkit.tasks.classification.data import (SPLITS, _cut, _least, _read_bbc_news, _text_problem, jsonl_objects,
-                                             preview)
+from kdkit.tasks.files import field as _field
+from kdkit.tasks.files import json_objects as _json_objects
+from kdkit.tasks.files import read_text as _read_text
+from kdkit.tasks.files import where as _where
+from kdkit.tasks.classification.data import SPLITS, _cut, _least, _read_bbc_news, _text_problem, preview
 
 PAIRS_EXAMPLE = '{"query": "a query", "positive": "its passage", "negatives": ["another passage"]}'
 CORPUS_EXAMPLE = '{"_id": "d1", "title": "", "text": "a passage"}'
@@ -226,42 +229,6 @@ def _carve(queries: list[Query], fractions: Mapping[str, float], seed: int, orig
 
 
 # ---- reading files ------------------------------------------------------------------------------------------
-
-
-def _where(path: Path, line: int) -> str:
-    return f"data file '{path}', line {line}"
-
-
-def _read_text(path: Path) -> str:
-    """The file's text (UTF-8, an initial byte-order mark dropped); a missing, empty or non-UTF-8 file is refused
-    naming the line and column of the first undecodable byte."""
-    if path.is_dir():
-        raise DataError(f"data file '{path}' is a directory; give a .jsonl file")
-    if not path.is_file():
-        raise DataError(f"data file '{path}' does not exist")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file '{path}' is empty")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise DataError(f"{_where(path, line)} is not UTF-8 (byte {raw[err.start:err.start + 1]!r} at column "
-                        f"{column}); re-save the file as UTF-8") from None
-
-
-def _json_objects(path: Path, example: str) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line of a jsonl file, refusing a line that is not one JSON
-    object."""
-    for number, _, value in jsonl_objects(_read_text(path), f"data file '{path}'", example):
-        yield number, value
-
-
-def _field(obj: dict, key: str, where: str, example: str) -> Any:
-    if key not in obj:
-        raise DataError(f"{where}, field '{key}' is missing; each line must be one object such as {example}")
-    return obj[key]
 
 
 def _text(value: Any, where: str, key: str) -> str:
