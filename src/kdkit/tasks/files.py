@@ -1,4 +1,5 @@
-"""Reading a task's jsonl data files with one-line errors naming the file, the 1-based line and the field.
+"""Reading a task's jsonl data files with one-line errors naming the file, the 1-based line and the field, and
+carving the splits a source lacks from its training examples.
 
 Shared by the tasks whose examples are JSON objects (retrieval pairs and BEIR files, generation prompts and
 completions); the classification task's table formats live in :mod:`kdkit.tasks.classification.data`, whose
@@ -7,12 +8,16 @@ completions); the classification task's table formats live in :mod:`kdkit.tasks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from kdkit.errors import DataError
-from kdkit.tasks.classification.data import jsonl_objects
+from kdkit.tasks.classification.data import _least, jsonl_objects
+
+Item = TypeVar("Item")
 
 
 def where(path: Path, line: int) -> str:
@@ -51,3 +56,26 @@ def field(obj: dict, key: str, at: str, example: str) -> Any:
     if key not in obj:
         raise DataError(f"{at}, field '{key}' is missing; each line must be one object such as {example}")
     return obj[key]
+
+
+def carve(items: Sequence[Item], fractions: Mapping[str, float], seed: int, origin: str,
+          hints: Mapping[str, str], noun: str = "queries") -> dict[str, list[Item]]:
+    """``{"train": ..., **fractions}``: each split of ``fractions`` takes ``round(n * fraction)`` of a seeded
+    permutation (``numpy.random.default_rng(seed)``) of ``items``, train the rest; every split keeps the order of
+    ``items``. A positive fraction that would give an empty split, or a carve that leaves train empty, is refused
+    naming ``origin``; ``hints`` (split → text) add how to give that split instead."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    splits, start = {}, 0
+    for split, fraction in fractions.items():
+        take = round(len(items) * fraction)
+        if fraction > 0 and take == 0:
+            raise DataError(f"{origin} has {len(items)} {noun}: the {split} split takes {fraction:g} of them, "
+                            f"rounded, and would be empty; it needs at least {_least(fraction)} {noun}"
+                            f"{hints.get(split, '')}")
+        splits[split] = [items[i] for i in sorted(order[start:start + take])]
+        start += take
+    if start >= len(items):
+        raise DataError(f"{origin} has {len(items)} {noun} and carving {' and '.join(fractions)} from them "
+                        f"leaves none for training; add {noun}")
+    return {"train": [items[i] for i in sorted(order[start:])], **splits}

@@ -55,11 +55,12 @@ import numpy as np
 from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.store import ArtifactStore, digest
+from kdkit.tasks.classification.data import SPLITS, _cut, _read_bbc_news, _text_problem, preview
+from kdkit.tasks.files import carve
 from kdkit.tasks.files import field as _field
 from kdkit.tasks.files import json_objects as _json_objects
 from kdkit.tasks.files import read_text as _read_text
 from kdkit.tasks.files import where as _where
-from kdkit.tasks.classification.data import SPLITS, _cut, _least, _read_bbc_news, _text_problem, preview
 
 PAIRS_EXAMPLE = '{"query": "a query", "positive": "its passage", "negatives": ["another passage"]}'
 CORPUS_EXAMPLE = '{"_id": "d1", "title": "", "text": "a passage"}'
@@ -158,7 +159,7 @@ def load_named_retrieval_data(name: str, seed: int = 0) -> RetrievalData:
     if name not in NAMED:
         raise DataError(f"unknown retrieval dataset '{name}'; named retrieval datasets: {', '.join(NAMED)}")
     corpus, queries = _assemble(NAMED[name]())
-    splits = _carve(queries, {"validation": 0.1, "test": 0.1}, seed, f"named dataset '{name}'", {})
+    splits = carve(queries, {"validation": 0.1, "test": 0.1}, seed, f"named dataset '{name}'", {})
     return RetrievalData(corpus, splits)
 
 
@@ -204,28 +205,6 @@ def _assemble(items: Sequence[tuple[str, Sequence[str], Sequence[str]]], corpus:
 
     queries = [Query(_text_id("q", text), text, ids(relevant), ids(negatives)) for text, relevant, negatives in items]
     return corpus, queries
-
-
-def _carve(queries: list[Query], fractions: Mapping[str, float], seed: int, origin: str,
-           hints: Mapping[str, str]) -> dict[str, list[Query]]:
-    """``{"train": ..., **fractions}``: each split of ``fractions`` takes ``round(n * fraction)`` of a seeded
-    permutation of ``queries``, train the rest; every split keeps the order of ``queries``. A positive fraction that
-    would give an empty split, or a carve that leaves train empty, is refused."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(queries))
-    splits, start = {}, 0
-    for split, fraction in fractions.items():
-        take = round(len(queries) * fraction)
-        if fraction > 0 and take == 0:
-            raise DataError(f"{origin} has {len(queries)} queries: the {split} split takes {fraction:g} of them, "
-                            f"rounded, and would be empty; it needs at least {_least(fraction)} queries"
-                            f"{hints.get(split, '')}")
-        splits[split] = [queries[i] for i in sorted(order[start:start + take])]
-        start += take
-    if start >= len(queries):
-        raise DataError(f"{origin} has {len(queries)} queries and carving {' and '.join(fractions)} from them "
-                        f"leaves none for training; add queries")
-    return {"train": [queries[i] for i in sorted(order[start:])], **splits}
 
 
 # ---- reading files ------------------------------------------------------------------------------------------
@@ -283,7 +262,7 @@ def _read_pairs(files: Mapping[str, Path], fractions: Mapping[str, float], seed:
     queries = {split: _assemble(split_items, corpus)[1] for split, split_items in items.items()}
     missing = {split: fraction for split, fraction in fractions.items() if split not in files}
     hints = {split: f" or {split}_file" for split in missing}
-    carved = _carve(queries["train"], missing, seed, f"data file '{files['train']}'", hints) if missing else {}
+    carved = carve(queries["train"], missing, seed, f"data file '{files['train']}'", hints) if missing else {}
     return RetrievalData(corpus, {split: carved.get(split, queries.get(split, [])) for split in SPLITS})
 
 
@@ -308,7 +287,7 @@ def _read_beir(folder: Path, fractions: Mapping[str, float], seed: int) -> Retri
         splits[split] = [Query(qid, texts[qid], tuple(relevant)) for qid, (_, relevant) in judged.items()]
     missing = {split: fraction for split, fraction in fractions.items() if split not in splits}
     hints = {split: f" or qrels/{BEIR_QRELS[split]}" for split in missing}
-    carved = (_carve(splits["train"], missing, seed, f"data file '{folder / 'qrels' / BEIR_QRELS['train']}'", hints)
+    carved = (carve(splits["train"], missing, seed, f"data file '{folder / 'qrels' / BEIR_QRELS['train']}'", hints)
               if missing else {})
     return RetrievalData(corpus, {split: carved.get(split, splits.get(split, [])) for split in SPLITS})
 
