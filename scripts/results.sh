@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Set up (if needed) and make docs/results.md: the dev-tuning grids, then each comparison, in one `kdkit compare`.
 # Finished runs under runs/results and runs/tuning are reused, so an interrupted call picks up where it stopped.
-# Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml.
+# Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml;
+# `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+if [ "${1:-}" = retrieval ]; then
+  exec .venv/bin/kdkit compare experiments/tune_tct_bbc.yaml experiments/compare_tct_bbc.yaml \
+       --document docs/retrieval.md --preamble experiments/retrieval_preamble.md
+fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \
          experiments/tune_minilm_narrow_bbc.yaml experiments/compare_minilm_narrow_bbc.yaml \
