@@ -216,6 +216,7 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
                                                               "opens the document.")) -> None:
     """Run recipes × seeds (finished runs are reused) and write leaderboard.md/.html/.json and pareto.png."""
     from kdkit import api
+    from kdkit.config import resolve_recipe_path
     from kdkit.errors import ConfigError
     from kdkit.report.leaderboard import is_comparison_file
     from kdkit.schema import SEED_MAX, shorten
@@ -249,6 +250,10 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
         for item in sources:
             if is_comparison_file(item):
                 raise ConfigError(f"compare: '{item}' is a comparison file; give it alone, not with recipes")
+            try:
+                resolve_recipe_path(item)
+            except ConfigError as err:  # the argument is SOURCES here: say so, not just "recipe"
+                raise ConfigError(f"compare SOURCES: {err}") from None
         source = sources
     from kdkit.engine.pipeline import RunInterrupted
 
