@@ -106,6 +106,13 @@ def test_a_bad_gguf_file_is_a_model_error_and_leaves_no_folder(gguf_model):
     assert not (gguf_model / "cache" / "models").exists() or not any((gguf_model / "cache" / "models").iterdir())
 
 
+def test_a_gguf_model_without_the_gguf_package_says_how_to_install_it(gguf_model, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(ModelError, match=r"needs the gguf package: run `pip install gguf`"):
+        resolve_model("tiny-gguf")
+
+
 def test_a_dequantised_gguf_model_is_reused(gguf_model):
     done = gguf_model / "cache" / "models" / "tiny-gguf"
     done.mkdir(parents=True)  # as left by an earlier dequantisation: the (bad) GGUF file is not read again
