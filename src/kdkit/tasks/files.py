@@ -1,23 +1,92 @@
-"""Reading a task's jsonl data files with one-line errors naming the file, the 1-based line and the field, and
-carving the splits a source lacks from its training examples.
+"""Reading a task's data files with one-line errors naming the file, the 1-based line and the field, and carving
+the splits a source lacks from its training examples.
 
-Shared by the tasks whose examples are JSON objects (retrieval pairs and BEIR files, generation prompts and
-completions); the classification task's table formats live in :mod:`kdkit.tasks.classification.data`, whose
-:func:`~kdkit.tasks.classification.data.jsonl_objects` parses the lines.
+Shared by every task: opening a file (:func:`read_text`), jsonl lines (:func:`jsonl_objects`,
+:func:`json_objects`), the checks on a text value, and seeded carving. What is particular to one task's format
+(classification's csv/tsv tables, retrieval's BEIR qrels) stays in that task's ``data.py``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from kdkit.errors import DataError
-from kdkit.tasks.classification.data import _least, jsonl_objects
 
+SPLITS = ("train", "validation", "test")
 Item = TypeVar("Item")
+
+
+def cut(text: str, width: int = 60) -> str:
+    """``text`` shortened to ``width`` characters: a value from a file (a 10 MB cell) never floods an error line."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def json_kind(value: Any) -> str:
+    """How an error names the kind of a JSON value that is not the expected one."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", list: "a list"}.get(type(value), "a number")
+
+
+def jsonl_objects(content: str, name: str, example: str) -> Iterator[tuple[int, str, dict]]:
+    """``(line number, line, object)`` for each non-blank line of a jsonl file's ``content``, refusing a line that
+    is not one JSON object (broken JSON, ``null``, ``3``, an array) naming ``name`` and the line; ``example`` shows
+    what a line should be."""
+    for number, line in enumerate(content.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: {err.msg} (column {err.colno})"
+                            ) from None
+        except RecursionError:
+            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: nested too deeply") from None
+        if not isinstance(value, dict):
+            shown = "" if value is None else f" ({cut(line.strip(), 40)})"
+            raise DataError(f"{name}, line {number} is {json_kind(value)}, not an object{shown}; each line must be "
+                            f"one object such as {example}")
+        yield number, line, value
+
+
+def is_null(value: Any) -> bool:
+    """None, pandas' NA or a float NaN: how a missing value arrives from json, csv or a DataFrame."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` is not a usable text (missing, not a string, blank), or None when it is one."""
+    if is_null(value):
+        return "is empty or null"
+    if not isinstance(value, str):
+        return "is not a string"
+    return None if value.strip() else "is empty or only whitespace"
+
+
+def required_text(value: Any, at: str, key: str) -> str:
+    """``value`` when it is a non-blank string; else a one-line error at ``at`` (see :func:`where`) naming field
+    ``key``."""
+    problem = text_problem(value)
+    if problem:
+        raise DataError(f"{at}, field '{key}': {cut(repr(value))} {problem}; it must be a non-blank text")
+    return value
+
+
+def least(fraction: float) -> int:
+    """The fewest examples of one label from which ``round(n * fraction)`` (as :func:`carve` takes) is one."""
+    n = max(1, math.floor(0.5 / fraction))
+    while round(n * fraction) < 1:
+        n += 1
+    return n
 
 
 def where(path: Path, line: int) -> str:
@@ -25,16 +94,17 @@ def where(path: Path, line: int) -> str:
     return f"data file '{path}', line {line}"
 
 
-def read_text(path: Path) -> str:
-    """The file's text (UTF-8, an initial byte-order mark dropped); a missing, empty or non-UTF-8 file is refused
-    naming the line and column of the first undecodable byte."""
+def read_text(path: Path, expect: str = "a .jsonl file", empty: str = "") -> str:
+    """The file's text (UTF-8, an initial byte-order mark dropped: spreadsheet exports often start with one); a
+    directory (``expect`` says what to give instead), a missing or empty file (``empty`` adds why that matters) or
+    a non-UTF-8 file is refused, the last naming the line and column of the first undecodable byte."""
     if path.is_dir():
-        raise DataError(f"data file '{path}' is a directory; give a .jsonl file")
+        raise DataError(f"data file '{path}' is a directory; give {expect}")
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist")
     raw = path.read_bytes()
     if not raw.strip():
-        raise DataError(f"data file '{path}' is empty")
+        raise DataError(f"data file '{path}' is empty{empty}")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -71,7 +141,7 @@ def carve(items: Sequence[Item], fractions: Mapping[str, float], seed: int, orig
         take = round(len(items) * fraction)
         if fraction > 0 and take == 0:
             raise DataError(f"{origin} has {len(items)} {noun}: the {split} split takes {fraction:g} of them, "
-                            f"rounded, and would be empty; it needs at least {_least(fraction)} {noun}"
+                            f"rounded, and would be empty; it needs at least {least(fraction)} {noun}"
                             f"{hints.get(split, '')}")
         splits[split] = [items[i] for i in sorted(order[start:start + take])]
         start += take

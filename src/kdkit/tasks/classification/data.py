@@ -22,10 +22,9 @@ import csv
 import functools
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -35,9 +34,11 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.loading import first_line
-
-SPLITS = ("train", "validation", "test")
-
+from kdkit.tasks.files import SPLITS, jsonl_objects, read_text
+from kdkit.tasks.files import cut as _cut
+from kdkit.tasks.files import is_null as _is_null
+from kdkit.tasks.files import least as _least
+from kdkit.tasks.files import text_problem as _text_problem
 
 @dataclass(frozen=True)
 class _Origin:
@@ -92,6 +93,18 @@ def _read_bbc_news(path: Path) -> pd.DataFrame:
                 texts.append(raw.decode("latin-1"))
             labels.append(label)
     return pd.DataFrame({"text": texts, "label": labels})
+
+
+@functools.lru_cache(maxsize=None)
+def bbc_headlines_and_bodies() -> tuple[tuple[str, str], ...]:
+    """``(headline, body)`` of each distinct BBC News article body (the ``bbc_news`` asset; the headline is line 1
+    of the file), whitespace runs made one space; of files repeating a body (136 do) the first file's headline is
+    kept. Read by retrieval's ``bbc_headlines`` and generation's ``bbc_summaries``."""
+    headlines: dict[str, str] = {}  # body → the headline of the first file that has it
+    for text in _read_bbc_news(asset_files(DATASETS["bbc_news"])[0])["text"]:
+        headline, _, body = text.partition("\n")
+        headlines.setdefault(" ".join(body.split()), " ".join(headline.split()))
+    return tuple((headline, body) for body, headline in headlines.items())
 
 
 def _read_tweets(path: Path) -> pd.DataFrame:
@@ -168,18 +181,7 @@ def load_classification_data(source: str | None = None, *, train_file: str | Pat
 
 
 def _read_file(path: Path, split: str, text_column: str, label_column: str) -> tuple[pd.DataFrame, _Origin]:
-    if path.is_dir():
-        raise DataError(f"data file '{path}' is a directory; give a .csv, .tsv, .jsonl or .json file")
-    if not path.is_file():
-        raise DataError(f"data file '{path}' does not exist")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"data file '{path}' is empty; the {split} split needs at least one example")
-    try:
-        content = raw.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a byte-order mark
-    except UnicodeDecodeError as err:
-        raise DataError(f"data file '{path}' is not UTF-8 (byte {raw[err.start:err.start + 1]!r} at offset "
-                        f"{err.start}); re-save it as UTF-8") from None
+    content = read_text(path, "a .csv, .tsv, .jsonl or .json file", f"; the {split} split needs at least one example")
     suffix = path.suffix.lower()
     name = f"data file '{path}'"
     try:
@@ -247,27 +249,6 @@ def _csv_lines(content: str, sep: str, name: str, kind: str) -> tuple[int | None
         csv.field_size_limit(limit)
 
 
-def jsonl_objects(content: str, name: str, example: str) -> Iterator[tuple[int, str, dict]]:
-    """``(line number, line, object)`` for each non-blank line of a jsonl file's ``content``, refusing a line that
-    is not one JSON object (broken JSON, ``null``, ``3``, an array) naming ``name`` and the line; ``example`` shows
-    what a line should be."""
-    for number, line in enumerate(content.split("\n"), 1):  # not splitlines: U+2028 may sit inside a JSON string
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: {err.msg} (column {err.colno})"
-                            ) from None
-        except RecursionError:
-            raise DataError(f"{name}, line {number} cannot be parsed as jsonl: nested too deeply") from None
-        if not isinstance(value, dict):
-            shown = "" if value is None else f" ({_cut(line.strip(), 40)})"
-            raise DataError(f"{name}, line {number} is {_json_kind(value)}, not an object{shown}; each line must be "
-                            f"one object such as {example}")
-        yield number, line, value
-
-
 def _jsonl_lines(content: str, name: str, text_column: str, label_column: str) -> tuple[str, list[int]]:
     """The non-blank lines of a jsonl file (for pandas) and their line numbers, after checking that each is one
     JSON object: pandas fails on a ``null`` or ``3`` line with a TypeError and names no line for broken JSON."""
@@ -295,28 +276,11 @@ def _beyond_int64(value: Any) -> bool:
     return False
 
 
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {str: "a string", list: "a list"}.get(type(value), "a number")
-
-
-def _cut(text: str, width: int = 60) -> str:
-    """``text`` shortened to ``width`` characters: a value from a file (a 10 MB cell) never floods an error line."""
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def preview(values: Iterable[Any], limit: int = 10) -> str:
     """At most ``limit`` values, comma-separated and each cut short, for an error line; the count if there are more."""
     values = list(values)
     more = f", … ({len(values)} in all)" if len(values) > limit else ""
     return ", ".join(_cut(str(v), 40) for v in values[:limit]) + more
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _looks_numeric(text: str) -> bool:
@@ -325,14 +289,6 @@ def _looks_numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _text_problem(value: Any) -> str | None:
-    if _is_null(value):
-        return "is empty or null"
-    if not isinstance(value, str):
-        return "is not a string"
-    return None if value.strip() else "is empty or only whitespace"
 
 
 def _label_problem(value: Any) -> str | None:
@@ -485,14 +441,6 @@ def _check_carved(train: pd.DataFrame, carved: dict[str, pd.DataFrame], fraction
         raise DataError(f"{origin}: label {_cut(repr(label_names[label]))} has {counts[label]} examples and "
                         f"carving {' and '.join(fractions)} from train takes them all, leaving none for training; "
                         f"add examples of it or give {given}")
-
-
-def _least(fraction: float) -> int:
-    """The fewest examples of one label from which ``round(n * fraction)`` (as :func:`_carve` takes) is one."""
-    n = max(1, math.floor(0.5 / fraction))
-    while round(n * fraction) < 1:
-        n += 1
-    return n
 
 
 def _to_dataset_dict(frames: dict[str, pd.DataFrame], label_names: list[str]) -> DatasetDict:

@@ -14,8 +14,8 @@ Sources (:func:`load_generation_data`):
 - **named offline sets** (``NAMED``): ``bbc_summaries``, BBC News (the ``bbc_news`` asset) article body → its
   headline (line 1 of each article), the prompt ``"Article: {body}\\nHeadline:"`` and the completion
   ``" {headline}"``, whitespace runs made one space. Articles are de-duplicated by body (the first file's headline
-  is kept; 2,089 of the 2,225 files remain, as in retrieval's ``bbc_headlines``); the body is cut to the
-  recipe's ``data.max_prompt_length`` tokens when tokenised, not here.
+  is kept; 2,089 of the 2,225 files remain, as in retrieval's ``bbc_headlines``); bodies are kept whole here, and
+  cutting them to a token budget is left to tokenisation.
 
 Carved splits (named sets always; files when a split has no file): 10% validation and 10% test of a permutation
 of train with ``numpy.random.default_rng(seed)`` (:func:`kdkit.tasks.files.carve`); each split keeps the source's
@@ -25,16 +25,13 @@ the file, the 1-based line and the field.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import DataError
-from kdkit.tasks.classification.data import SPLITS, _cut, _read_bbc_news, _text_problem
-from kdkit.tasks.files import carve, field, json_objects, where
+from kdkit.tasks.classification.data import bbc_headlines_and_bodies
+from kdkit.tasks.files import SPLITS, carve, cut, field, json_objects, required_text, where
 
 PAIR_EXAMPLE = '{"prompt": "a prompt", "completion": "its completion"}'
 CHAT_EXAMPLE = ('{"messages": [{"role": "user", "content": "a question"}, '
@@ -95,31 +92,24 @@ def read_examples(path: Path) -> list[Example]:
                             f"{PAIR_EXAMPLE} or {CHAT_EXAMPLE}")
         form = form or (this, number)
         examples.append(_chat(obj, at) if this == "messages" else
-                        Example(_text(field(obj, "prompt", at, PAIR_EXAMPLE), at, "prompt"),
-                                _text(field(obj, "completion", at, PAIR_EXAMPLE), at, "completion")))
+                        Example(required_text(field(obj, "prompt", at, PAIR_EXAMPLE), at, "prompt"),
+                                required_text(field(obj, "completion", at, PAIR_EXAMPLE), at, "completion")))
     return examples
-
-
-def _text(value: Any, at: str, key: str) -> str:
-    problem = _text_problem(value)
-    if problem:
-        raise DataError(f"{at}, field '{key}': {_cut(repr(value))} {problem}; it must be a non-blank text")
-    return value
 
 
 def _chat(obj: dict, at: str) -> Example:
     messages = obj["messages"]
     if not isinstance(messages, list) or len(messages) < 2:
-        raise DataError(f"{at}, field 'messages': {_cut(repr(messages))} is not a list of at least two messages "
+        raise DataError(f"{at}, field 'messages': {cut(repr(messages))} is not a list of at least two messages "
                         f"(the prompt, then the assistant's answer), e.g. {CHAT_EXAMPLE}")
     turns = []
     for i, message in enumerate(messages):
         key = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise DataError(f"{at}, field '{key}': {_cut(repr(message))} is not an object with 'role' and "
+            raise DataError(f"{at}, field '{key}': {cut(repr(message))} is not an object with 'role' and "
                             f"'content', e.g. {CHAT_EXAMPLE}")
-        role = _text(field(message, "role", f"{at}, field '{key}'", CHAT_EXAMPLE), at, f"{key}.role")
-        turns.append((role, _text(field(message, "content", f"{at}, field '{key}'", CHAT_EXAMPLE), at,
+        role = required_text(field(message, "role", f"{at}, field '{key}'", CHAT_EXAMPLE), at, f"{key}.role")
+        turns.append((role, required_text(field(message, "content", f"{at}, field '{key}'", CHAT_EXAMPLE), at,
                                   f"{key}.content")))
     if turns[-1][0] != "assistant":
         raise DataError(f"{at}, field 'messages[{len(turns) - 1}].role': {turns[-1][0]!r} is not 'assistant'; "
@@ -127,16 +117,9 @@ def _chat(obj: dict, at: str) -> Example:
     return Example(tuple(turns[:-1]), turns[-1][1])
 
 
-@functools.lru_cache(maxsize=None)
 def _bbc_summaries() -> tuple[Example, ...]:
-    frame = _read_bbc_news(asset_files(DATASETS["bbc_news"])[0])
-    headlines: dict[str, str] = {}  # body → the headline of the first file that has it
-    for text in frame["text"]:
-        headline, _, body = text.partition("\n")
-        body, headline = " ".join(body.split()), " ".join(headline.split())  # copies differ in line breaks
-        if body and headline:
-            headlines.setdefault(body, headline)
-    return tuple(Example(f"Article: {body}\nHeadline:", f" {headline}") for body, headline in headlines.items())
+    return tuple(Example(f"Article: {body}\nHeadline:", f" {headline}")
+                 for headline, body in bbc_headlines_and_bodies())
 
 
 NAMED: dict[str, Callable[[], tuple[Example, ...]]] = {

@@ -52,11 +52,12 @@ from typing import Any
 
 import numpy as np
 
-from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.store import ArtifactStore, digest
-from kdkit.tasks.classification.data import SPLITS, _cut, _read_bbc_news, _text_problem, preview
-from kdkit.tasks.files import carve
+from kdkit.tasks.classification.data import bbc_headlines_and_bodies, preview
+from kdkit.tasks.files import SPLITS
+from kdkit.tasks.files import cut as _cut
+from kdkit.tasks.files import carve, required_text
 from kdkit.tasks.files import field as _field
 from kdkit.tasks.files import json_objects as _json_objects
 from kdkit.tasks.files import read_text as _read_text
@@ -165,13 +166,8 @@ def load_named_retrieval_data(name: str, seed: int = 0) -> RetrievalData:
 
 @functools.lru_cache(maxsize=None)
 def _bbc_headlines() -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
-    frame = _read_bbc_news(asset_files(DATASETS["bbc_news"])[0])
-    headlines: dict[str, str] = {}  # body → the headline of the first file that has it
-    for text in frame["text"]:
-        headline, _, body = text.partition("\n")
-        headlines.setdefault(_normalise(body), _normalise(headline))
     bodies: dict[str, list[str]] = {}
-    for body, headline in headlines.items():
+    for headline, body in bbc_headlines_and_bodies():
         bodies.setdefault(headline, []).append(body)
     return tuple((headline, tuple(texts), ()) for headline, texts in bodies.items())
 
@@ -212,10 +208,7 @@ def _assemble(items: Sequence[tuple[str, Sequence[str], Sequence[str]]], corpus:
 
 def _text(value: Any, where: str, key: str) -> str:
     """``value`` normalised, when it is a non-blank string; else a one-line error naming the field."""
-    problem = _text_problem(value)
-    if problem:
-        raise DataError(f"{where}, field '{key}': {_cut(repr(value))} {problem}; it must be a non-blank text")
-    return _normalise(value)
+    return _normalise(required_text(value, where, key))
 
 
 def _id(obj: dict, key: str, where: str, example: str) -> str:
