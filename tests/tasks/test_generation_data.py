@@ -74,7 +74,7 @@ GOOD = {"prompt": "p", "completion": "c"}
     ([GOOD, '{"prompt": "p", '], r"line 2 cannot be parsed as jsonl"),
 ])
 def test_bad_lines_are_one_error_naming_file_line_and_field(tmp_path, rows, expected):
-    path = _write(tmp_path / "bad.jsonl", rows * 1)
+    path = _write(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError, match=expected) as err:
         load_generation_data(train_file=path, validation_file=path, test_file=path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
