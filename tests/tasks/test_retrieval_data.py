@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from kdkit.errors import DataError
+from kdkit.report.retrieval import ir_metrics
 from kdkit.store import ArtifactStore
 from kdkit.tasks.retrieval import data as retrieval_data
-from kdkit.report.retrieval import ir_metrics
 from kdkit.tasks.retrieval.data import RetrievalData, _assemble, bm25_search, load_retrieval_data, mine_bm25_negatives
 
 TOPICS = ["cats", "dogs", "stocks", "rates", "football", "tennis", "films", "music", "phones", "elections", "oil",
