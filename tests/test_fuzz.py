@@ -27,7 +27,7 @@ import fuzz
 from kdkit import config, terms
 from kdkit.cli import app
 from kdkit.tasks import TASKS
-from tiny import make_tiny_csv, make_tiny_pairs, make_tiny_teacher
+from tiny import make_tiny_csv, make_tiny_generation_jsonl, make_tiny_lm, make_tiny_pairs, make_tiny_teacher
 
 BUDGET = {"default": 150, "slow": 3000}
 
@@ -52,6 +52,16 @@ def world(tmp_path_factory):
         "teacher": {"model": str(teacher)}, "student": {"init": "teacher_layers", "layers": [0, 2]},
         "losses": [{"name": "contrastive", "weight": 0.5}, {"name": "tct", "weight": 0.5}],
         "training": {"max_steps": 2, "batch_size": 8, "save_steps": 2}, "evaluation": {"latency_repeats": 1}}
+    lm = make_tiny_lm(root / "lm")
+    examples = make_tiny_generation_jsonl(root / "examples.jsonl")  # the base trains on 40, the cases use 12 others
+    (root / "train-examples.jsonl").write_text("\n".join(examples.read_text().splitlines()[:40]) + "\n")
+    bases["generation"] = {
+        "name": "tiny-generation", "data": {"train_file": str(root / "train-examples.jsonl"), "max_prompt_length": 12,
+                                            "prompt_tail": 1, "max_completion_length": 4},
+        "teacher": {"model": str(lm)}, "student": {"init": "teacher_layers", "layers": [0, 2]},
+        "losses": [{"name": "nll", "weight": 0.5}, {"name": "token_kd", "weight": 0.5}],
+        "training": {"max_steps": 2, "batch_size": 8, "save_steps": 2},
+        "evaluation": {"latency_batch_sizes": [1]}, "generation": {"max_new_tokens": 2, "speed_repeats": 1}}
     return {"root": root, "teacher": teacher, "csv": csv, "bases": bases}
 
 
@@ -179,6 +189,10 @@ def _data(world, task) -> tuple[list[dict], tuple[str, ...], dict[str, str] | No
     if task == "retrieval":  # queries the base's training file does not hold: a query belongs to one split
         lines = (world["root"] / "pairs.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines[40:52]], ("jsonl",), {"query": "query", "positive": "positive"}
+    if task == "generation":
+        lines = (world["root"] / "examples.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines[40:52]], ("jsonl",), {"prompt": "prompt",
+                                                                         "completion": "completion"}
     with open(world["csv"], newline="") as file:
         return list(csv.DictReader(file))[:12], fuzz.FORMATS, None
 

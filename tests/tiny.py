@@ -104,3 +104,43 @@ def make_tiny_pairs(path: Path, n: int = 60, seed: int = 0) -> Path:
             lines.append(json.dumps({"query": query, "positive": passage}))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+LM_WORDS = ["Article:", "Headline:", "the", "a", "match", "team", "won", "lost", "game", "city", "mayor", "said",
+            "new", "plan", "bank", "rates", "rise", "fall", "film", "star", "award", "music", "band", "tour"]
+
+
+def make_tiny_lm(folder: Path, layers: int = 4, hidden: int = 32, heads: int = 4) -> Path:
+    """A random tiny Llama with a real word-level tokenizer (``<pad>``, ``<eos>``, ``<unk>`` + :data:`LM_WORDS`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: i for i, word in enumerate(["<pad>", "<eos>", "<unk>", *LM_WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                         max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
+                         bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_generation_jsonl(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """Prompt/completion pairs whose headline is the article's first two words (learnable by a tiny model)."""
+    import json
+
+    rng = random.Random(seed)
+    words = LM_WORDS[2:]
+    lines = []
+    for _ in range(n):
+        body = [rng.choice(words) for _ in range(rng.randint(4, 12))]
+        lines.append(json.dumps({"prompt": f"Article: {' '.join(body)} Headline:",
+                                 "completion": " " + " ".join(body[:2])}))
+    path.write_text("\n".join(lines) + "\n")
+    return path

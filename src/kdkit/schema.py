@@ -119,8 +119,9 @@ Problem = tuple[tuple, str, Any]
 def kind_problem(annotation: Any, value: Any, loc: tuple = (), depth: int = 0,
                  seen: set[int] | None = None) -> Problem | None:
     """``(loc, message, value)`` of the first place where ``value`` has a boolean given for a number, a
-    non-boolean given for a boolean, an empty or blank string, or a non-finite float under ``Any``; ``None`` if there is none. Everything
-    else (strings, literals, ranges, nested sections, which check their own fields) is left to pydantic.
+    non-boolean given for a boolean, an empty or blank string, or a non-finite float under ``Any``; ``None`` if
+    there is none. Everything else (strings, literals, ranges, nested sections, which check their own fields) is
+    left to pydantic.
 
     A container under ``Any`` is walked once however often it is referenced (``seen``), so nested shared lists
     (an alias bomb built in Python) cost their distinct objects, not their expansion."""

@@ -99,3 +99,25 @@ def test_teacher_free_report_is_the_students_row_alone(results):
     assert lines[0] == "| model | params (M) | accuracy (%) | latency b1 (ms) | latency b32 (ms) |"
     assert lines[2] == "| student: student | 11.36 | 76.00 | 2.00 | 20.00 |" and len(lines[3]) == 0
     assert any(line.startswith("No teacher") for line in lines) and "DM" not in "\n".join(lines)
+
+
+def test_generation_report_plain_perplexity_tokens_per_second_and_samples(results):
+    results["primary_metric"] = "rougeL"
+    results["teacher"]["metrics"] = {"rougeL": 0.40, "perplexity": 12.5}
+    results["student"]["metrics"] = {"rougeL": 0.30, "perplexity": 20.0}
+    results["student"]["tokens_per_s"] = {"1": 50.0, "32": 400.0}
+    results["samples"] = [{"prompt": "Article: a | b\nHeadline:", "reference": "ref", "teacher": "t", "student": "s"}]
+    lines = render_markdown(results).splitlines()
+    assert lines[0].startswith("| model | params (M) | rougeL (%) | perplexity ↓ | latency b1 (ms)")
+    assert lines[2].startswith("| teacher: minilm-l6 | 22.71 | 40.00 | 12.50 |")  # perplexity as it is
+    assert "Primary metric: rougeL (higher is better); metrics in % except perplexity." in lines
+    assert "Generated tokens per second: student 50.0 (b1), 400.0 (b32)." in lines
+    assert lines[-3:] == ["| prompt | reference | teacher | student |", "| --- | --- | --- | --- |",
+                          "| Article: a \\| b Headline: | ref | t | s |"]
+
+
+def test_a_teacher_scoring_zero_has_no_ratio_or_dm(results):
+    results["teacher"]["metrics"]["accuracy"] = 0.0
+    derived = compare(results)
+    assert derived["score_ratio"] is None and derived["distillation_metric"] is None
+    assert render_markdown(results).splitlines()[3].endswith("| — | — |")

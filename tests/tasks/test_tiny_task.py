@@ -49,7 +49,7 @@ class TaggingRecipe(Recipe):
 class TokenKDLoss(LossConfig):
     """Per-token KD on the tagged positions (labels ≠ −100)."""
 
-    name: Literal["token_kd"]
+    name: Literal["tag_kd"]
     temperature: float = Field(2.0, gt=0)
 
 
@@ -142,16 +142,16 @@ class TaggingTask(TrainerTask):
 def tagging(monkeypatch):
     """The task and its loss registered for one test only."""
     monkeypatch.setitem(tasks.TASKS, "tagging", TaggingTask())
-    terms.register("token_kd")(TokenKDTerm)
+    terms.register("tag_kd")(TokenKDTerm)
     yield
-    del terms.TERMS["token_kd"], terms.CONFIGS["token_kd"]
+    del terms.TERMS["tag_kd"], terms.CONFIGS["tag_kd"]
 
 
 def _recipe(tmp_path: Path) -> dict:
     teacher = make_tiny_teacher(tmp_path / "teacher", num_labels=len(TAGS))
     return {"task": "tagging", "name": "tags", "data": {"examples": 64},
             "teacher": {"model": str(teacher)}, "student": {"init": "teacher_layers", "layers": [0, 2]},
-            "losses": [{"name": "ce", "weight": 0.5}, {"name": "token_kd", "weight": 0.5}],
+            "losses": [{"name": "ce", "weight": 0.5}, {"name": "tag_kd", "weight": 0.5}],
             "training": {"max_steps": 3, "batch_size": 8, "logging_steps": 1, "save_steps": 3, "report_to": []},
             "output_dir": str(tmp_path / "run")}
 
@@ -165,7 +165,7 @@ def test_a_new_task_runs_end_to_end_through_the_shared_pipeline(tagging, tmp_pat
     assert report["student"]["params"] < report["teacher"]["params"]
     assert "caching teacher signals (dense logits" in capsys.readouterr().out  # its own loss asked for logits
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert any("loss_token_kd" in entry for entry in history)
+    assert any("loss_tag_kd" in entry for entry in history)
     assert "token_accuracy (%)" in (tmp_path / "run" / "report.md").read_text()
     card = (tmp_path / "run" / "student" / "README.md").read_text()
     assert "pipeline_tag: token-classification" in card
@@ -176,9 +176,9 @@ def test_a_new_task_runs_end_to_end_through_the_shared_pipeline(tagging, tmp_pat
 def test_a_task_accepts_only_the_losses_registered_for_it(tagging, tmp_path):
     recipe = _recipe(tmp_path)
     recipe["losses"] = [{"name": "universal_kd"}]  # classification only
-    with pytest.raises(ConfigError, match="unknown loss 'universal_kd'; valid: .*token_kd"):
+    with pytest.raises(ConfigError, match="unknown loss 'universal_kd'; valid: .*tag_kd"):
         parse_recipe(recipe)
-    recipe["losses"] = [{"name": "token_kd", "temperature": 0}]
+    recipe["losses"] = [{"name": "tag_kd", "temperature": 0}]
     with pytest.raises(ConfigError, match=r"recipe key 'losses\[0\].temperature'"):
         parse_recipe(recipe)
     recipe["data"] = {"examples": 64, "max_len": 3}
@@ -205,6 +205,6 @@ def test_the_schema_fuzzer_covers_a_new_task_and_its_loss_without_a_list(tagging
     base = _recipe(tmp_path)
     cases = fuzz.recipe_cases(fuzz.recipe_model("tagging"), base)
     labels = {case.key.label for case in cases}
-    assert {"data.examples", "data.max_length", "losses.2[token_kd].temperature"} <= labels, sorted(labels)[:20]
+    assert {"data.examples", "data.max_length", "losses.2[tag_kd].temperature"} <= labels, sorted(labels)[:20]
     failures = fuzz.sweep(tmp_path, cases, lambda case, folder: fuzz.run_recipe_case(case, base, folder))
     assert not failures, "\n".join(failures)

@@ -40,6 +40,7 @@ from kdkit.config import Recipe, describe_difference, recipe_differences, recipe
 from kdkit.engine.checkpoints import checkpoint_step, last_complete_checkpoint
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import CacheError, ConfigError, DataError, KdkitError
+from kdkit.loading import load_model, load_tokenizer, model_config
 from kdkit.report.card import write_model_card
 from kdkit.report.environment import environment
 from kdkit.report.report import write_report
@@ -47,6 +48,7 @@ from kdkit.signals import CachedTeacher, LiveTeacher, SignalSpec, TeacherCache, 
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
 from kdkit.signals.live import teacher_inputs
 from kdkit.store import ArtifactStore, digest
+from kdkit.students import StudentContext, build_student
 from kdkit.terms import SetupContext, build_terms, signal_spec
 
 
@@ -85,7 +87,12 @@ def _device() -> str:
 
 
 class TrainerTask(Task):
-    """A task trained by :class:`DistillationTrainer`; subclasses provide the hooks, :meth:`run` is the pipeline."""
+    """A task trained by :class:`DistillationTrainer`; subclasses provide the hooks, :meth:`run` is the pipeline.
+
+    ``auto_class`` (``AutoModel``, ``AutoModelForCausalLM``, ...) loads the task's teachers and pretrained students
+    when the task keeps the default :meth:`load_teacher` and :meth:`build_student`."""
+
+    auto_class: ClassVar[Any] = None
 
     # --- hooks ---------------------------------------------------------------------------------------------------
     def load_data(self, recipe: Recipe) -> Any:
@@ -93,12 +100,16 @@ class TrainerTask(Task):
         raise NotImplementedError
 
     def load_teacher(self, recipe: Recipe, data: Any, path: str) -> tuple[nn.Module, Any]:
-        """The teacher model (with the task's head) and its tokenizer."""
-        raise NotImplementedError
+        """The teacher model (with the task's head) and its tokenizer; by default ``auto_class``'s."""
+        return load_model(path, self.auto_class, "teacher.model")
 
     def build_student(self, recipe: Recipe, data: Any, teacher: nn.Module | None, teacher_tokenizer: Any
                       ) -> tuple[nn.Module, Any]:
-        raise NotImplementedError
+        """The student and its tokenizer, as ``student.init`` says; by default with ``auto_class``'s head."""
+        ctx = StudentContext(teacher=teacher, teacher_tokenizer=teacher_tokenizer, auto_class=self.auto_class,
+                             load_pretrained=lambda name, key: load_model(name, self.auto_class, key),
+                             load_config=model_config, load_tokenizer=load_tokenizer)
+        return build_student(recipe.student, ctx)
 
     def finetune_teacher(self, recipe: Recipe, data: Any) -> str:
         """Fine-tune the teacher as ``teacher.finetune`` says, once (kept in the artifact store); its folder."""
@@ -148,6 +159,11 @@ class TrainerTask(Task):
         if cache is not None:
             return CachedTeacher(cache)
         return LiveTeacher(prep.teacher, self.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
+
+    def batch_hook(self, prep: Prepared):
+        """A function the trainer applies to each training batch before the teacher sees it (see
+        :class:`~kdkit.engine.trainer.DistillationTrainer`), or None (the default)."""
+        return None
 
     def export(self, prep: Prepared, trainer: DistillationTrainer, folder: Path) -> Path:
         """Write the student in its ecosystem's format (an HF folder by default)."""
@@ -230,7 +246,7 @@ class TrainerTask(Task):
             state.wait_for_everyone()
             args = training_arguments(recipe.training, out / "checkpoints")
             trainer = DistillationTrainer(prep.module, args, teacher=teacher, train_dataset=splits["train"],
-                                          data_collator=self.collator(prep))
+                                          data_collator=self.collator(prep), batch_hook=self.batch_hook(prep))
             try:
                 return self._train_and_report(prep, trainer, out, teacher_path, resume=resume)
             except KeyboardInterrupt as err:
@@ -259,6 +275,20 @@ class TrainerTask(Task):
         write_model_card(student_dir, results=report, recipe=recipe.model_dump(mode="json"), task=self.name,
                          pipeline_tag=self.pipeline_tag)
         return report
+
+
+def stored_teacher(label: str, key: str, build, how: str, meta: dict) -> str:
+    """The folder of a fine-tuned teacher in the artifact store: found under ``<label slug>-<key>``, or built there
+    once by ``build(work_folder)`` (``how`` says what the build does, for the message) with ``meta`` beside it
+    (read after the build, so it may fill it in). Lookups compare sizes only: hashing 400 MB costs seconds."""
+    name = "".join(c if c.isalnum() else "-" for c in label)[-60:] + f"-{key}"
+    store = ArtifactStore()
+    found = store.get("teachers", name, hashes=False)
+    if found is not None:
+        print(f"[kdkit] fine-tuned teacher found in cache: {found}")
+        return str(found)
+    print(f"[kdkit] {how} (stored afterwards in {store.path('teachers', name)})")
+    return str(store.put("teachers", name, build, meta=meta))
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -457,7 +487,8 @@ def teacher_cache(task: TrainerTask, prep: Prepared, train, *, rebuild: bool = F
                   f"pooled {list(spec.pooled_layers)}) in {path}")
             prep.teacher.to(_device())
             cache = build_cache(path, prep.teacher, examples, collator, spec, tokenizer_fingerprint=tokenizer_fp,
-                                batch_size=recipe.training.eval_batch_size, device=_device())
+                                batch_size=recipe.training.eval_batch_size, device=_device(),
+                                forward=task.teacher_forward)
     return cache, ""
 
 

@@ -191,6 +191,9 @@ class DistillationTrainer(Trainer):
         model: a :class:`DistillationModule`.
         teacher: a teacher signal source (e.g. :class:`~kdkit.signals.LiveTeacher`), or ``None`` for plain
             fine-tuning with only the ``ce`` term.
+        batch_hook: ``hook(batch, student, where) → batch``, called on each training micro-batch before the
+            teacher sees it, ``where`` = (optimiser step, micro-batch of the step, process index), which identify
+            the batch however a run is resumed (on-policy distillation samples completions from the student here).
         Other arguments are those of ``transformers.Trainer``.
     """
 
@@ -198,8 +201,12 @@ class DistillationTrainer(Trainer):
     # by the number of accumulation steps again
     loss_is_scaled_for_ga = True
 
-    def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, **kwargs):
+    def __init__(self, model: DistillationModule, args: DistillationArguments, teacher=None, batch_hook=None,
+                 **kwargs):
         super().__init__(model=model, args=args, **kwargs)
+        self.batch_hook = batch_hook
+        # (optimiser step, micro-batch within it) of the last hooked batch, so a hook can tell micro-batches apart
+        self._hook_at: tuple[int, int] | None = None
         self.add_callback(_AfterOptimizerStep)
         self.add_callback(_FreezeLongLivedObjects)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
@@ -228,6 +235,12 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._window_start is None:
             self._window_start = (time.perf_counter(), self.state.global_step)
+        if self.batch_hook is not None and model.training:
+            step = self.state.global_step
+            micro = self._hook_at[1] + 1 if self._hook_at is not None and self._hook_at[0] == step else 0
+            self._hook_at = (step, micro)
+            inputs = self.batch_hook(inputs, self.accelerator.unwrap_model(model).student,
+                                     (step, micro, self.args.process_index))
         teacher = self.teacher(inputs) if self.teacher is not None else None
         total, values, logits = model(inputs, teacher, num_items_in_batch)
         if num_items_in_batch is None:  # no counts (a call outside the training loop): a plain mean per micro-batch
@@ -353,6 +366,20 @@ class DistillationTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         if self.args.push_to_hub:
             self._push_from_checkpoint(final)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The Trainer's save of the (non-``PreTrainedModel``) module, with tied tensors stored once: safetensors
+        refuses two names for one memory (a language model's input embedding and output head). Resume loads the
+        state dict with ``strict=False``, so the tie gives the second name its value back."""
+        if state_dict is None:
+            state_dict, seen = {}, set()
+            for name, tensor in self.accelerator.unwrap_model(self.model).state_dict().items():
+                where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+                if tensor.device.type != "meta" and where in seen:
+                    continue
+                seen.add(where)
+                state_dict[name] = tensor
+        super()._save(output_dir, state_dict)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         if not self._staging:  # the Trainer calls this on the staged folder, which is about to be renamed

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, percent, primary_of
+from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, primary_of, show_metric
 
 
 def render_markdown(results: dict) -> str:
@@ -35,7 +35,8 @@ def render_markdown(results: dict) -> str:
         teacher = f"generation {row['generation'] - 1}" if row["generation"] else row.get("teacher_source") or "—"
         metrics = metrics_of(row)
         rows.append([str(row["generation"]), teacher, f"{row['params'] / 1e6:.2f}"]
-                    + [percent(metrics.get(name)) for name in names] + [f"{100 * row['gain']:+.2f}", row["status"]])
+                    + [show_metric(name, metrics.get(name)) for name in names]
+                    + [f"{100 * row['gain']:+.2f}", row["status"]])
     lines = ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]]
     method = (f"Generation g ≥ 1: (1 − α)·CE + α·soft-CE(σ(z_(g−1)/T)), α = {results['alpha']:g}, "
               f"T = {results['temperature']:g} on the teacher only; its teacher is generation g − 1's student. "

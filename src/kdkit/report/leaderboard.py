@@ -45,7 +45,7 @@ from kdkit.config import (describe_difference, load_recipe, read_recipe_file, re
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
-from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of
+from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of, show_metric
 from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
@@ -389,7 +389,7 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
             delta = ["—" if row.get("delta") is None else f"{100 * row['delta']:+.2f}"
                      + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")]
         body.append([row["run"], str(row["n"]), score, *delta]
-                    + [percent(row["metrics_mean"].get(name)) for name in others]
+                    + [show_metric(name, row["metrics_mean"].get(name)) for name in others]
                     + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
                     + (["—" if row.get("index_mb") is None else f"{row['index_mb']:.1f}"] if indexed else [])
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]

@@ -21,13 +21,14 @@ import json
 from pathlib import Path
 
 from kdkit.report.metric import distillation_metric
-from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, percent, primary_of
+from kdkit.report.results import (PLAIN, metric_header, metric_names, metric_notes, metrics_of, primary_of,
+                                  show_metric)
 
 
 def compare(results: dict) -> dict:
     """Student relative to teacher: ``speedup`` {batch size: teacher median / student median}, ``score_ratio``
     (student / teacher primary metric), ``param_ratio`` and ``distillation_metric`` (params as size, the primary
-    metric as score, alpha ``dm_alpha``)."""
+    metric as score, alpha ``dm_alpha``). A teacher scoring 0 (an untrained one) has no ratio or DM: None."""
     teacher, student = results["teacher"], results["student"]
     primary = primary_of(results)
     score_t, score_s = metrics_of(teacher)[primary], metrics_of(student)[primary]
@@ -35,10 +36,10 @@ def compare(results: dict) -> dict:
     return {
         "speedup": {size: latency_t[size]["median_s"] / latency_s[size]["median_s"]
                     for size in _batch_sizes(results)},
-        "score_ratio": score_s / score_t,
+        "score_ratio": score_s / score_t if score_t else None,
         "param_ratio": student["params"] / teacher["params"],
         "distillation_metric": distillation_metric(student["params"], teacher["params"], score_s, score_t,
-                                                   results.get("dm_alpha", 0.5)),
+                                                   results.get("dm_alpha", 0.5)) if score_t else None,
     }
 
 
@@ -74,32 +75,64 @@ def render_markdown(results: dict) -> str:
         metrics = metrics_of(entry)
         is_student = role == "student"
         rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}"]
-                    + [percent(metrics.get(name)) for name in names]
+                    + [show_metric(name, metrics.get(name)) for name in names]
                     + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
                     + ([f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
-                       + [f"{100 * derived['score_ratio'] if is_student else 100:.1f}%",
-                          f"{derived['distillation_metric']:.3f}" if is_student else "—"] if paired else []))
+                       + [_ratio(derived["score_ratio"]) if is_student else "100.0%",
+                          _dm(derived["distillation_metric"]) if is_student else "—"] if paired else []))
     for name, entry in (results.get("references") or {}).items():  # untrained systems measured beside
         metrics = metrics_of(entry)
         rows.append([f"reference: {name}", f"{entry['params'] / 1e6:.2f}"]
-                    + [percent(metrics.get(metric)) for metric in names]
+                    + [show_metric(metric, metrics.get(metric)) for metric in names]
                     + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" if b in entry.get("latency", {}) else "—"
                        for b in sizes] + (["—"] * (len(sizes) + 2) if paired else []))
     lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
-    lines += ["", f"Primary metric: {primary} (higher is better); metrics in %."]
+    plain = [name for name in names if name in PLAIN]
+    lines += ["", f"Primary metric: {primary} (higher is better); metrics in %"
+              + (f" except {', '.join(plain)}." if plain else ".")]
     latency = f"Latency: median wall-clock time of {results.get('latency_unit', 'one forward pass')}."
     dm = (f"DM = α·params_s/params_t + (1−α)·(1 − {primary}_s/{primary}_t) (Alkhulaifi et al., 2021); lower is "
           "better.")
     lines += [f"{dm} {latency}" if paired else f"No teacher: the run trained the student alone. {latency}"]
     lines += metric_notes(names)
+    speeds = [f"{role} " + ", ".join(f"{float(v):.1f} (b{b})" for b, v in sorted(results[role]["tokens_per_s"].items(),
+                                                                            key=lambda kv: int(kv[0])))
+              for role in roles if results[role].get("tokens_per_s")]
+    if speeds:
+        lines += [f"Generated tokens per second: {'; '.join(speeds)}."]
     others = {k: v for k, v in results.items()
               if k not in ("teacher", "student", "comparison", "dm_alpha", "primary_metric", "latency_unit")
               and isinstance(v, (str, int, float, bool))}
     if others:
         lines += [""] + [f"- {key}: {value}" for key, value in others.items()]
+    if results.get("samples"):
+        lines += ["", *render_samples(results["samples"])]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int) -> str:
+    """A text as one markdown table cell: one line, pipes escaped, long texts keep their start and end."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else f"{text[:limit * 2 // 3]} … {text[-(limit // 3):]}"
+
+
+def render_samples(samples: list[dict], limit: int = 160) -> list[str]:
+    """Sample outputs side by side: the prompt (cut), the reference and each model's output."""
+    roles = [key for key in samples[0] if key not in ("prompt", "reference")]
+    header = ["prompt", "reference", *roles]
+    rows = [[_cell(sample.get(key, ""), limit if key == "prompt" else 2 * limit) for key in header]
+            for sample in samples]
+    return ["Samples:", "", *("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])]
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _dm(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _megabytes(value: float | None) -> str:

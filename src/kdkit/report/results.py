@@ -8,9 +8,10 @@ A task's evaluation produces::
              "metrics": {"accuracy": 0.8282, "ece": 0.041, ...},
              "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}, "cached": bool (optional)}
 
-Every metric is a fraction in [0, 1], shown as a percentage with two decimals. The primary metric is higher-is-
-better: it ranks runs, and the distillation metric and score ratio are computed from it. The other metrics claim
-no direction, except the few in :data:`LOWER_IS_BETTER`, which only changes their column header and notes.
+Every metric is a fraction in [0, 1], shown as a percentage with two decimals, except those in :data:`PLAIN`
+(perplexity), shown as they are. The primary metric is higher-is-better: it ranks runs, and the distillation metric
+and score ratio are computed from it. The other metrics claim no direction, except the few in
+:data:`LOWER_IS_BETTER`, which only changes their column header and notes.
 
 Runs finished by earlier kdkit versions hold entries with top-level ``accuracy`` (and ``ece``) and no
 ``primary_metric``; ``kdkit compare`` reuses such runs, so :func:`metrics_of` and :func:`primary_of` read both.
@@ -18,11 +19,14 @@ Runs finished by earlier kdkit versions hold entries with top-level ``accuracy``
 
 from __future__ import annotations
 
-LOWER_IS_BETTER = frozenset({"ece"})
+LOWER_IS_BETTER = frozenset({"ece", "perplexity"})
+PLAIN = frozenset({"perplexity"})  # not fractions: shown with two decimals, not as percentages
 
 # what a reader says about a metric it shows: only the metrics a report can define in one sentence
 METRIC_NOTES = {"ece": "ece: expected calibration error (ECE), Σ |B|/n·|acc(B) − conf(B)| over 15 equal-width "
-                       "confidence bins; lower is better."}
+                       "confidence bins; lower is better.",
+                "perplexity": "perplexity: exp of the mean negative log-likelihood of the reference completion tokens "
+                              "(teacher forcing); lower is better."}
 
 
 def metrics_of(entry: dict) -> dict[str, float]:
@@ -48,7 +52,7 @@ def metric_names(primary: str, entries: list[dict]) -> list[str]:
 
 def metric_header(name: str) -> str:
     """A column header: the metric's own name in percent, with an arrow when lower is better."""
-    return f"{name} (%)" + (" ↓" if name in LOWER_IS_BETTER else "")
+    return (name if name in PLAIN else f"{name} (%)") + (" ↓" if name in LOWER_IS_BETTER else "")
 
 
 def percent(value: float | None) -> str:
@@ -56,6 +60,13 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
+def show_metric(name: str, value: float | None) -> str:
+    """A metric's value as a report shows it: a percentage, or the value itself for :data:`PLAIN` metrics."""
+    if name in PLAIN:
+        return "—" if value is None else f"{value:.2f}"
+    return percent(value)
+
+
 def metric_notes(names: list[str]) -> list[str]:
-    """The definitions of those of ``names`` that a report explains (today only ECE)."""
+    """The definitions of those of ``names`` that a report explains (ECE, perplexity)."""
     return [METRIC_NOTES[name] for name in names if name in METRIC_NOTES]

@@ -146,7 +146,7 @@ def fingerprint_tokenizer(tokenizer: Any) -> str:
 
 def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: Any, spec: SignalSpec, *,
                 tokenizer_fingerprint: str, batch_size: int = 64, device: str | torch.device = "cpu",
-                progress: bool = True) -> "TeacherCache":
+                progress: bool = True, forward=None) -> "TeacherCache":
     """Run the frozen teacher once over ``dataset`` and write its signals to the cache directory ``path``.
 
     ``dataset``: a ``datasets.Dataset`` or list of dicts with ``input_ids``/``attention_mask`` (unpadded), plus
@@ -156,6 +156,11 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
     the same key are stored once. An existing cache at ``path`` is replaced only once the new one is complete; so is
     an incomplete one (array files without a readable manifest: an interrupted copy), but never a folder holding
     other files.
+
+    ``forward(capture, batch)`` is how the task calls the teacher (default: its ids and attention mask). Per-token
+    signals are stored at the real tokens, or, when examples carry a ``signal_mask`` (0/1 per token, e.g. the
+    positions that predict a completion), at its 1s only: the collated batch's ``signal_mask`` then marks them in
+    the teacher's output, which may cover fewer positions than the input (the last ones).
     """
     path = Path(path)
     foreign = _foreign_content(path)
@@ -163,12 +168,14 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
         raise CacheError(f"refusing to replace '{path}': it is not a teacher cache ({foreign}); pick an empty or "
                          f"new directory")
     teacher_fingerprint = fingerprint_model(teacher)
-    live = LiveTeacher(teacher, hidden_states=bool(spec.hidden_layers or spec.pooled_layers)).to(device)
+    live = LiveTeacher(teacher, **({"forward": forward} if forward is not None else {}),
+                       hidden_states=bool(spec.hidden_layers or spec.pooled_layers)).to(device)
 
     first: dict[bytes, tuple[int, int]] = {}  # key -> (index of its first example, number of real tokens)
     for index, example in enumerate(dataset):
         ids = real_token_ids(example)
-        first.setdefault(example_key(ids), (index, len(ids)))
+        rows = int(np.sum(example["signal_mask"])) if "signal_mask" in example else len(ids)
+        first.setdefault(example_key(ids), (index, rows))
     if not first:
         raise DataError("build_cache: the dataset has no examples")
     keys = sorted(first)
@@ -184,8 +191,9 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
             for start in range(0, len(keys), batch_size):
                 rows = order[start:start + batch_size]
                 batch = collator([dataset[first[keys[row]][0]] for row in rows])
-                reps = live({k: v.to(device) for k, v in batch.items() if isinstance(v, Tensor)})
-                logits_info = _store(writer, rows, reps, spec) or logits_info
+                batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                reps = live(batch)
+                logits_info = _store(writer, rows, reps, spec, batch.get("signal_mask")) or logits_info
                 bar.update(len(rows))
         writer.add("keys.npy", np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16))
         if writer.per_token:
@@ -219,9 +227,11 @@ def _foreign_content(path: Path) -> str | None:
     return None if found in _OWN_FORMATS else f"its {MANIFEST} has format {found!r}"
 
 
-def _store(writer: "_Writer", rows: np.ndarray, reps: Representations, spec: SignalSpec) -> dict | None:
-    """Write one batch's signals; returns the logits' layout for the manifest."""
-    mask = reps.attention_mask.bool().cpu().numpy()
+def _store(writer: "_Writer", rows: np.ndarray, reps: Representations, spec: SignalSpec,
+           signal_mask: Tensor | None = None) -> dict | None:
+    """Write one batch's signals (per-token ones where ``signal_mask``, else the attention mask, is 1); returns the
+    logits' layout for the manifest."""
+    mask = (reps.attention_mask if signal_mask is None else signal_mask).bool().cpu().numpy()
     dtype = np.dtype(spec.dtype)
     info = None
     if spec.logits is not None:
@@ -372,13 +382,17 @@ class TeacherCache:
     def __contains__(self, key: bytes) -> bool:
         return bool(self._find([key])[0] >= 0)
 
-    def signals(self, batch: dict) -> Representations:
+    def signals(self, batch: dict, expand_topk: bool = True) -> Representations:
         """The teacher's :class:`Representations` for a batch, read from the cache.
 
         Rows are found by the keys of the batch's (teacher_)input_ids under (teacher_)attention_mask, so batch
         order, composition and padding do not matter. Tensors are float32 on the batch's device, padded to its
-        length (0 at padding; top-k rows are uniform there); ``hidden_states`` has None for layers not cached and
-        pooled vectors are in ``modules["pooled.<layer>"]``.
+        length (0 at padding; top-k rows are uniform there), or placed where the batch's ``signal_mask`` is 1
+        when it has one (see :func:`build_cache`); ``hidden_states`` has None for layers not cached and pooled
+        vectors are in ``modules["pooled.<layer>"]``. Top-k logits become full-vocabulary log-probabilities, or,
+        with ``expand_topk=False`` (a vocabulary of 50k makes ``(B, L, V)`` costly), stay as they are stored:
+        ``modules["topk"]`` = (log-probabilities ``(B, L, k)``, token ids ``(B, L, k)``, tail log-mass ``(B, L)``)
+        and ``logits`` None.
         """
         inputs = teacher_inputs(batch)
         mask = inputs["attention_mask"]
@@ -387,11 +401,14 @@ class TeacherCache:
         if (rows < 0).any():
             raise CacheError(f"{int((rows < 0).sum())} of {len(rows)} examples not in the teacher cache "
                              f"'{self.path}': the data or tokenizer changed since it was built; {REBUILD}")
-        valid = mask.bool()
+        valid = (batch["signal_mask"] if "signal_mask" in batch else mask).bool()
         reps = Representations(attention_mask=mask)
         spec, info = self.spec, self.manifest["logits"]
         if spec.logits == "dense":
             reps.logits = self._gather("logits.npy", rows, valid)
+        elif spec.logits == "topk" and not expand_topk:
+            reps.modules["topk"] = tuple(self._gather(f"{name}.npy", rows, valid)
+                                         for name in ("topk_logprobs", "topk_indices", "tail_logmass"))
         elif spec.logits == "topk":
             logp = self._gather("topk_logprobs.npy", rows, valid)
             index = self._gather("topk_indices.npy", rows, valid)
@@ -428,13 +445,14 @@ class TeacherCache:
 
 
 class CachedTeacher:
-    """A teacher signal source with the interface of :class:`~kdkit.signals.LiveTeacher`, read from a cache."""
+    """A teacher signal source with the interface of :class:`~kdkit.signals.LiveTeacher`, read from a cache
+    (``expand_topk``: see :meth:`TeacherCache.signals`)."""
 
-    def __init__(self, cache: TeacherCache):
-        self.cache = cache
+    def __init__(self, cache: TeacherCache, expand_topk: bool = True):
+        self.cache, self.expand_topk = cache, expand_topk
 
     def to(self, device: torch.device | str) -> "CachedTeacher":
         return self  # nothing to move: signals are created on each batch's device
 
     def __call__(self, batch: dict) -> Representations:
-        return self.cache.signals(batch)
+        return self.cache.signals(batch, self.expand_topk)

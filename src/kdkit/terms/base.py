@@ -16,9 +16,9 @@ Conventions (documented defaults):
 - when student and teacher widths differ, one learned projection (student width → teacher width) is shared by
   all pairs of a term, as in TinyBERT's single W_h;
 - layer indices are hidden-state indices (0 = embedding output, l = block l); attention terms need l ≥ 1;
-- a term's value is a mean over its *unit* (``example`` or ``token``) in the micro-batch; the trainer rescales it
-  by the micro-batch's share of the units of the whole optimiser step (all accumulation steps and processes), so
-  results do not depend on how a step is split.
+- a term's value is a mean over its *unit* (``example``, ``token`` or ``target``) in the micro-batch; the trainer
+  rescales it by the micro-batch's share of the units of the whole optimiser step (all accumulation steps and
+  processes), so results do not depend on how a step is split.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ class Term(nn.Module):
       None); ``token_aligned``: compares positions, so teacher and student must read the same tokens;
       ``eager_attention``: reads attention maps (models load with eager attention); ``reads_attention``:
       compares attention (maps, scores or Q/K/V), which some students do not have; ``tasks``: the tasks it
-      serves (None: any); ``unit``: what its value is a mean over (``example`` or ``token``).
+      serves (None: any); ``unit``: what its value is a mean over (``example``, ``token`` or ``target``, see
+    :func:`count_units`).
     Hooks: :meth:`setup` once before training (fit probes on the teacher, carve a meta split),
     :meth:`after_optimizer_step` (an EMA copy), :meth:`extra_logs` (statistics beside ``loss_<name>``),
     :meth:`cache_request` (what the teacher cache must hold for it).
@@ -171,9 +172,12 @@ class Term(nn.Module):
 
 
 def count_units(unit: str, batch: dict) -> torch.Tensor:
-    """How many of ``unit`` a batch holds: its examples, or its real (unpadded) tokens."""
+    """How many of ``unit`` a batch holds: its examples, its real (unpadded) tokens, or its target tokens (the
+    tokens a language model is trained to predict, ``labels`` other than -100)."""
     if unit == "token":
         return batch["attention_mask"].sum()
+    if unit == "target":
+        return (batch["labels"] != -100).sum()
     return torch.tensor(batch["input_ids"].shape[0], device=batch["input_ids"].device)
 
 

@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from kdkit import __version__
 from kdkit.capture import num_layers
 from kdkit.config import EvaluationConfig, Recipe
-from kdkit.engine.pipeline import Prepared, TrainerTask
+from kdkit.engine.pipeline import Prepared, TrainerTask, stored_teacher
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import ModelError
 from kdkit.loading import load_model, load_tokenizer, model_config
@@ -135,14 +135,6 @@ class ClassificationTask(TrainerTask):
             data = load_data(full)
         key = digest({"model": cfg.model, "data": full.model_dump(), "labels": data.label_names,
                       "finetune": cfg.finetune.model_dump(), "kdkit": __version__})
-        slug = "".join(c if c.isalnum() else "-" for c in f"{cfg.model}-{recipe.data.dataset or 'files'}")[-60:]
-        store = ArtifactStore()
-        found = store.get("teachers", f"{slug}-{key}", hashes=False)  # sizes only: hashing 400 MB costs seconds
-        if found is not None:
-            print(f"[kdkit] fine-tuned teacher found in cache: {found}")
-            return str(found)
-        print(f"[kdkit] fine-tuning the teacher '{cfg.model}' (stored afterwards in "
-              f"{store.path('teachers', f'{slug}-{key}')})")
         scores = {}
 
         def build(work: Path) -> None:
@@ -160,8 +152,9 @@ class ClassificationTask(TrainerTask):
             scores.update(evaluate_classifier(model, tokenized["validation"], DataCollator(tokenizer.pad_token_id),
                                               batch_size=cfg.finetune.eval_batch_size))
 
-        return str(store.put("teachers", f"{slug}-{key}", build,
-                             meta={"source": cfg.model, "validation": scores, "key": key}))
+        return stored_teacher(f"{cfg.model}-{recipe.data.dataset or 'files'}", key, build,
+                              f"fine-tuning the teacher '{cfg.model}'",
+                              meta={"source": cfg.model, "validation": scores, "key": key})
 
     def tokenize(self, prep):
         max_length = prep.recipe.data.max_length

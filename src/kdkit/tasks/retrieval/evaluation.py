@@ -154,7 +154,8 @@ def _zero_shot_entry(prep, queries, qrels) -> tuple[dict, dict]:
     model.to(_device(prep.student))
     zero_shot = replace(prep, student=model, tokenizer=tokenizer)
     key = digest({"model": fingerprint_model(model), "tokenizer": fingerprint_tokenizer(tokenizer),
-                  "data": prep.data.digest, "split": recipe.evaluation.split, "retrieval": recipe.retrieval.model_dump(),
+                  "data": prep.data.digest, "split": recipe.evaluation.split,
+                  "retrieval": recipe.retrieval.model_dump(),
                   "lengths": [recipe.data.query_max_length, recipe.data.max_length]})
     store = ArtifactStore()
     stored = store.get_json("evaluations", key)

@@ -37,15 +37,14 @@ from transformers import AutoModel, set_seed
 from kdkit import __version__
 from kdkit.capture import Representations, num_layers
 from kdkit.config import Recipe
-from kdkit.engine.pipeline import Prepared, TrainerTask, teacher_cache
+from kdkit.engine.pipeline import Prepared, TrainerTask, stored_teacher, teacher_cache
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import ConfigError
-from kdkit.loading import load_model, load_tokenizer, model_config
+from kdkit.loading import load_model
 from kdkit.losses import maxsim
 from kdkit.schema import TOKENS_MAX, Count, Seed, Strict
 from kdkit.signals import CachedTeacher, SignalSpec, TeacherCache
-from kdkit.store import ArtifactStore, digest
-from kdkit.students import StudentContext, build_student
+from kdkit.store import digest
 from kdkit.tasks import register
 from kdkit.tasks.retrieval.data import RetrievalData, load_retrieval_data, mine_bm25_negatives
 from kdkit.terms import build_terms
@@ -247,18 +246,10 @@ class RetrievalTask(TrainerTask):
     recipe = RetrievalRecipe
     primary_metric = "mrr@10"
     pipeline_tag = "sentence-similarity"
+    auto_class = AutoModel
 
     def load_data(self, recipe):
         return load_data(recipe.data)
-
-    def load_teacher(self, recipe, data, path):
-        return load_model(path, AutoModel, "teacher.model")
-
-    def build_student(self, recipe, data, teacher, teacher_tokenizer):
-        ctx = StudentContext(teacher=teacher, teacher_tokenizer=teacher_tokenizer, auto_class=AutoModel,
-                             load_pretrained=lambda name, key: load_model(name, AutoModel, key),
-                             load_config=model_config, load_tokenizer=load_tokenizer)
-        return build_student(recipe.student, ctx)
 
     def module_forward(self, recipe):
         return student_forward(recipe.retrieval.similarity)
@@ -324,12 +315,6 @@ class RetrievalTask(TrainerTask):
         cfg = recipe.teacher
         key = digest({"model": cfg.model, "data": recipe.data.model_dump(), "digest": data.digest,
                       "finetune": cfg.finetune.model_dump(), "kdkit": __version__, "task": self.name})
-        slug = "".join(c if c.isalnum() else "-" for c in f"{cfg.model}-maxsim")[-60:]
-        store = ArtifactStore()
-        found = store.get("teachers", f"{slug}-{key}", hashes=False)
-        if found is not None:
-            print(f"[kdkit] fine-tuned teacher found in cache: {found}")
-            return str(found)
 
         def build(work: Path) -> None:
             set_seed(cfg.finetune.seed)
@@ -352,9 +337,9 @@ class RetrievalTask(TrainerTask):
             trainer.train()
             trainer.export_student(work, tokenizer)
 
-        print(f"[kdkit] fine-tuning the teacher '{cfg.model}' with in-batch negatives (stored afterwards in "
-              f"{store.path('teachers', f'{slug}-{key}')})")
-        return str(store.put("teachers", f"{slug}-{key}", build, meta={"source": cfg.model, "key": key}))
+        return stored_teacher(f"{cfg.model}-maxsim", key, build,
+                              f"fine-tuning the teacher '{cfg.model}' with in-batch negatives",
+                              meta={"source": cfg.model, "key": key})
 
     # --- evaluation and export ---------------------------------------------------------------------------------
     def evaluate(self, prep):
