@@ -11,4 +11,5 @@ BENCHMARKS: dict[str, str] = {
     "storage": "bench.storage",
     "cache": "bench.cache",
     "retrieval_cache": "bench.retrieval_cache",
+    "gkd": "bench.gkd",
 }

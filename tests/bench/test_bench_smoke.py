@@ -85,3 +85,12 @@ def test_retrieval_cache(tmp_path):
     assert results["step_s"]["cached"] > 0 and results["step_s"]["live"] > 0 and results["live_over_cached"] > 0
     assert results["cache_texts"] == 120 and results["cache_bytes"] > 0  # 60 passages and 60 queries
     assert len(results["repetitions"]) == 2
+
+
+def test_gkd(tmp_path):
+    pytest.importorskip("trl", reason="TRL is installed for this benchmark only")
+    results = _run("gkd", tmp_path)
+    assert set(results["step_s"]) == {"kdkit_live", "kdkit_cached", "trl"}
+    assert all(value > 0 for value in results["tokens_per_s"].values())
+    assert results["loss_difference"] < 1e-4  # kdkit's token_kd JSD and TRL's agree on the same batch
+    assert results["cache"]["bytes_per_completion_token"] > 0

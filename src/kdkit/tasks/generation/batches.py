@@ -53,6 +53,10 @@ class Encoder:
             ids = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in prompt],
                                                      add_generation_prompt=True, tokenize=True)
             ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return self.cut(ids)
+
+    def cut(self, ids: Sequence[int]) -> list[int]:
+        """Prompt ids within ``max_prompt_length``: the head and the last ``prompt_tail`` tokens of a longer one."""
         if len(ids) <= self.max_prompt:
             return list(ids)
         head = self.max_prompt - self.tail
@@ -111,13 +115,17 @@ class GenerationCollator:
         self.pad = pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return layout([r["prompt"] for r in rows], [r["completion"] for r in rows], self.pad)
+        batch = layout([r["prompt"] for r in rows], [r["completion"] for r in rows], self.pad)
+        if "index" in rows[0]:  # which examples the rows are (noisy self-distillation rebuilds their prompts)
+            batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
+        return batch
 
 
-def model_inputs(batch: dict) -> dict:
-    """What a causal LM is called with on a batch: ids, mask, positions, and only the K logit positions read."""
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-            "position_ids": batch["position_ids"], "logits_to_keep": batch["labels"].shape[1]}
+def model_inputs(batch: dict, prefix: str = "") -> dict:
+    """What a causal LM is called with on a batch: ids, mask, positions, and only the K logit positions read;
+    ``prefix`` ``teacher_`` reads the teacher's own view where the batch has one (a clean prompt)."""
+    return {key: batch[f"{prefix}{key}"] for key in ("input_ids", "attention_mask", "position_ids")} | {
+        "logits_to_keep": batch["labels"].shape[1]}
 
 
 def split_batch(batch: dict) -> tuple[list[list[int]], list[list[int]]]:

@@ -41,10 +41,13 @@ FRACTIONS = {"validation": 0.1, "test": 0.1}
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt (a text, or chat messages as ``(role, content)`` pairs) and the completion to produce."""
+    """One prompt (a text, or chat messages as ``(role, content)`` pairs) and the completion to produce; ``source``
+    is the document inside a text prompt (the article of ``bbc_summaries``), the part noisy self-distillation
+    perturbs."""
 
     prompt: str | tuple[tuple[str, str], ...]
     completion: str
+    source: str | None = None  # the document inside a text prompt, which source noise may change (None: all of it)
 
     @property
     def is_chat(self) -> bool:
@@ -118,7 +121,7 @@ def _chat(obj: dict, at: str) -> Example:
 
 
 def _bbc_summaries() -> tuple[Example, ...]:
-    return tuple(Example(f"Article: {body}\nHeadline:", f" {headline}")
+    return tuple(Example(f"Article: {body}\nHeadline:", f" {headline}", source=body)
                  for headline, body in bbc_headlines_and_bodies())
 
 

@@ -42,6 +42,7 @@ from kdkit.store import digest
 from kdkit.tasks import register
 from kdkit.tasks.generation.batches import Encoder, GenerationCollator, OnPolicy, model_inputs, pad_token_id
 from kdkit.tasks.generation.data import Example, GenerationData, load_generation_data
+from kdkit.tasks.generation.noise import Neighbours, SourceNoise, TeacherDropout
 from kdkit.terms import build_terms
 from kdkit.terms.token import NLLLoss
 from kdkit.vocab import same_vocabulary
@@ -74,11 +75,25 @@ class GenerationDataConfig(Strict):
         return self
 
 
+class NoiseConfig(Strict):
+    """Noisy self-distillation's noise (Liu, Shen & Lapata 2021; :mod:`kdkit.tasks.generation.noise`): teacher
+    dropout at inference, and on the student's source: word drop, local shuffle within ``shuffle_window`` words,
+    sentence shuffle and drop (probabilities), replacement by embedding-space neighbours (probability per token)."""
+
+    teacher_dropout: float = Field(0.15, ge=0, lt=1)
+    word_drop: float = Field(0.1, ge=0, lt=1)
+    shuffle_window: int = Field(3, ge=0, le=100)
+    sentence_shuffle: float = Field(0.0, ge=0, le=1)
+    sentence_drop: float = Field(0.0, ge=0, lt=1)
+    neighbour_replace: float = Field(0.0, ge=0, le=1)
+
+
 class GenerationConfig(Strict):
     """Decoding and on-policy settings: ``max_new_tokens`` generated in evaluation (greedy) and in on-policy
     samples; ``on_policy`` λ, the probability that a training batch's completions are sampled from the student at
     ``sample_temperature`` (GKD); ``sequence_kd`` trains on the teacher's greedy completions; ``samples``
-    examples shown side by side in the report; ``speed_repeats`` timed generations per batch size."""
+    examples shown side by side in the report; ``speed_repeats`` timed generations per batch size; ``noise``
+    makes the run noisy self-distillation (:class:`NoiseConfig`)."""
 
     max_new_tokens: int = Field(32, ge=1, le=TOKENS_MAX)
     on_policy: float = Field(0.0, ge=0, le=1)
@@ -86,6 +101,7 @@ class GenerationConfig(Strict):
     sequence_kd: bool = False
     samples: int = Field(5, ge=0, le=100)
     speed_repeats: int = Field(3, ge=1, le=1000)
+    noise: NoiseConfig | None = None
 
 
 class GenerationRecipe(Recipe):
@@ -99,6 +115,9 @@ class GenerationRecipe(Recipe):
         if self.generation.on_policy > 0 and not reads_teacher:
             raise ConfigError("recipe key 'generation.on_policy': on-policy batches are the student's samples, "
                               "which only a teacher can grade; add a token_kd loss or set on_policy: 0")
+        if self.generation.noise is not None and self.generation.on_policy > 0:
+            raise ConfigError("recipe key 'generation.noise': source noise perturbs the training prompts, on-policy "
+                              "batches are the student's own samples; use one of them (on_policy: 0 or no noise)")
         if self.generation.sequence_kd and self.teacher is None:
             raise ConfigError("recipe key 'generation.sequence_kd': the completions to learn are the teacher's; "
                               "give teacher.model")
@@ -137,6 +156,11 @@ def forward(capture, batch: dict) -> Representations:
     return capture(**model_inputs(batch))
 
 
+def teacher_forward(capture, batch: dict) -> Representations:
+    """The teacher on a batch: the clean prompts (``teacher_*``) where the student's are noisy."""
+    return capture(**model_inputs(batch, "teacher_" if "teacher_input_ids" in batch else ""))
+
+
 @register
 class GenerationTask(TrainerTask):
     """Prompt → completion generation with causal LMs (token-level KD, on-policy GKD, sequence-level KD)."""
@@ -162,7 +186,7 @@ class GenerationTask(TrainerTask):
         return forward(capture, batch)
 
     def teacher_forward(self, capture, batch):
-        return forward(capture, batch)
+        return teacher_forward(capture, batch)
 
     def num_outputs(self, prep):
         return prep.student.get_output_embeddings().weight.shape[0]
@@ -174,28 +198,46 @@ class GenerationTask(TrainerTask):
             from kdkit.tasks.generation.evaluation import teacher_completions
 
             train = teacher_completions(self, prep, train)
-        return DatasetDict({"train": Dataset.from_dict(encoder(prep.recipe, prep.tokenizer).rows(train))})
+        columns = encoder(prep.recipe, prep.tokenizer).rows(train)
+        if prep.recipe.generation.noise is not None:  # the hook rebuilds each row's prompt from its example
+            columns["index"] = list(range(len(train)))
+            prep.extras["train_examples"] = train
+        return DatasetDict({"train": Dataset.from_dict(columns)})
 
     def collator(self, prep):
         return GenerationCollator(pad_token_id(prep.tokenizer))
 
     # --- the teacher -----------------------------------------------------------------------------------------------
     def cache_plan(self, prep, train):
-        if prep.recipe.generation.on_policy > 0:
+        cfg = prep.recipe.generation
+        if cfg.on_policy > 0:
             return None, "generation.on_policy samples completions from the student, which the teacher scores live", \
                 None, None
+        if cfg.noise is not None and cfg.noise.teacher_dropout > 0:
+            return None, ("generation.noise.teacher_dropout: the teacher's dropout differs at every step, so its "
+                          "signals cannot be cached"), None, None
         return super().cache_plan(prep, train)
 
     def signal_source(self, prep, cache):
         if cache is not None:
             return CachedTeacher(cache, expand_topk=False)
-        return LiveTeacher(prep.teacher, self.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
+        noise = prep.recipe.generation.noise
+        forward = self.teacher_forward
+        if noise is not None and noise.teacher_dropout > 0:
+            forward = TeacherDropout(noise.teacher_dropout, forward)
+        return LiveTeacher(prep.teacher, forward, **prep.module.teacher_needs().capture_kwargs())
 
     def batch_hook(self, prep):
         cfg = prep.recipe.generation
+        tokenizer = prep.tokenizer
+        if cfg.noise is not None:
+            neighbours = None
+            if cfg.noise.neighbour_replace > 0:
+                neighbours = Neighbours(prep.student.get_input_embeddings().weight)
+            return SourceNoise(cfg.noise, prep.extras["train_examples"], encoder(prep.recipe, tokenizer),
+                               pad_token_id(tokenizer), prep.recipe.training.seed, neighbours)
         if cfg.on_policy == 0:
             return None
-        tokenizer = prep.tokenizer
         return OnPolicy(cfg.on_policy, prep.recipe.training.seed, min(cfg.max_new_tokens,
                                                                       prep.recipe.data.max_completion_length),
                         cfg.sample_temperature, pad_token_id(tokenizer), tokenizer.eos_token_id)
