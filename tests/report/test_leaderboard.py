@@ -366,3 +366,27 @@ def test_sizes_too_close_for_a_1_2_5_tick_are_labelled_with_their_own_counts():
     fig, kind = pareto_figure(leaderboard({"a": solo(0.7, 13_700_000), "b": solo(0.71, 14_600_000)}))
     assert kind == "params" and _tick_texts(fig, "x") == ["13.7M", "14.6M"]
     plt.close(fig)
+
+
+def test_single_seed_runs_with_per_example_scores_get_a_paired_bootstrap_interval(tmp_path):
+    import json
+
+    from kdkit.report.bootstrap import bootstrap_runs
+
+    values = {"base": [0.2, 0.4, 0.1, 0.5, 0.3, 0.2], "better": [0.3, 0.5, 0.3, 0.5, 0.4, 0.4]}
+    results = {}
+    for name, scores in values.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_query.json").write_text(json.dumps(
+            {"student": {"accuracy": {str(i): v for i, v in enumerate(scores)}}}))
+        results[name] = [{"seed": 0, "status": "trained", "dir": str(tmp_path / name),
+                          "report": _report(sum(scores) / len(scores))}]
+    results["no-file"] = _seeds(0.5)
+    board = leaderboard(results, alpha=0.5, baseline="base")
+    rows = {row["run"]: row for row in board["rows"]}
+    expected = bootstrap_runs(tmp_path / "better", tmp_path / "base", metric="accuracy")
+    assert rows["better"]["delta_ci"] == [expected["ci_low"], expected["ci_high"]]
+    assert 0 < expected["ci_low"] <= rows["better"]["delta"] <= expected["ci_high"]
+    assert rows["base"]["delta_ci"] is None and rows["no-file"]["delta_ci"] is None
+    line = next(line for line in render_leaderboard(board).splitlines() if line.startswith("| better"))
+    assert f"| +{100 * rows['better']['delta']:.2f} [+{100 * expected['ci_low']:.2f}, " in line

@@ -43,7 +43,8 @@ from pydantic import Field, ValidationError, model_validator
 from kdkit.config import (describe_difference, load_recipe, read_recipe_file, recipe_differences, recipe_to_yaml,
                           with_current_defaults)
 from kdkit.engine.checkpoints import last_complete_checkpoint
-from kdkit.errors import ConfigError
+from kdkit.errors import ConfigError, DataError
+from kdkit.report.bootstrap import paired_bootstrap, per_example
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of, show_metric
 from kdkit.schema import Seed, Strict, shorten
@@ -352,6 +353,8 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                 and row["score_std"] is not None and base["score_std"] is not None)
         row["delta_std"] = math.sqrt(row["score_std"] ** 2 / row["n"] + base["score_std"] ** 2 / base["n"]) \
             if both else None
+        row["delta_ci"] = paired_interval(row, base, primary) if base is not None and row is not base \
+            and row["delta_std"] is None else None
     rows += students
     for row in rows:
         row["pareto"] = not any(
@@ -359,6 +362,28 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             and (other["params"] < row["params"] or other["score_mean"] > row["score_mean"]) for other in rows)
     return {"primary_metric": primary, "alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes],
             "std": "sample (n-1)", "rows": rows}
+
+
+def paired_interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
+    """The 95% paired bootstrap interval of ``row``'s score minus ``base``'s over the examples both runs were
+    evaluated on (per seed they share, pooled), from the runs' ``per_query.json``; None when a run has none (a
+    classification run) or the two were scored on different examples."""
+    seeds = [seed for seed in row["seeds"] if seed in base["seeds"]]
+    if not seeds:
+        return None
+    a, b = [], []
+    try:
+        for seed in seeds:
+            ours = per_example(row["dirs"][row["seeds"].index(seed)], metric)
+            theirs = per_example(base["dirs"][base["seeds"].index(seed)], metric)
+            if ours.keys() != theirs.keys():
+                return None
+            a += [ours[key] for key in sorted(ours)]
+            b += [theirs[key] for key in sorted(ours)]
+    except DataError:
+        return None
+    result = paired_bootstrap(a, b, n=n, seed=0)
+    return [result["ci_low"], result["ci_high"]]
 
 
 def _other_metric_names(board: dict) -> list[str]:
@@ -387,7 +412,9 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
         delta = []
         if baseline:
             delta = ["—" if row.get("delta") is None else f"{100 * row['delta']:+.2f}"
-                     + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")]
+                     + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")
+                     + ("" if row.get("delta_ci") is None else
+                        f" [{100 * row['delta_ci'][0]:+.2f}, {100 * row['delta_ci'][1]:+.2f}]")]
         body.append([row["run"], str(row["n"]), score, *delta]
                     + [show_metric(name, row["metrics_mean"].get(name)) for name in others]
                     + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
@@ -411,7 +438,9 @@ def _note(boards: list[dict]) -> str:
         "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
         "lower is better. "
         "Δ: difference of mean primary metric to the baseline run, in percentage points, ± the standard error of "
-        "that difference √(s²/n + s_b²/n_b) when both runs have several seeds.")
+        "that difference √(s²/n + s_b²/n_b) when both runs have several seeds; otherwise, for runs scored per "
+        "example on the same examples (retrieval, generation), [the 95% paired bootstrap interval] over those "
+        "examples (10,000 resamples, seed 0).")
     return " ".join([definitions, *metric_notes(others)])
 
 

@@ -13,16 +13,15 @@ this module costs nothing for the other tasks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from kdkit.errors import ConfigError, DataError, NumericalError
+from kdkit.report.bootstrap import bootstrap_runs, paired_bootstrap  # noqa: F401  (where they were first defined)
 
 Run = dict[str, dict[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -73,48 +72,6 @@ def per_query_metrics(run: Mapping[str, Mapping[str, float]], qrels: Qrels) -> d
         if metric.query_id in qrels:
             values[names[metric.measure]][metric.query_id] = float(metric.value)
     return values
-
-
-def paired_bootstrap(per_query_a: Mapping[str, float] | Sequence[float],
-                     per_query_b: Mapping[str, float] | Sequence[float], n: int = 10_000, seed: int = 0,
-                     confidence: float = 0.95) -> dict:
-    """Mean per-query difference a − b and its percentile bootstrap confidence interval.
-
-    The queries are resampled with replacement ``n`` times (``numpy.random.default_rng(seed)``), the same queries
-    for both systems (paired), and the interval is the central ``confidence`` share of the resampled mean
-    differences. Mappings are paired by query id (both must hold the same ids), sequences by position.
-    Returns ``{"mean_difference", "ci_low", "ci_high", "n_queries", "n_resamples", "confidence"}``.
-    """
-    if isinstance(per_query_a, Mapping) != isinstance(per_query_b, Mapping):
-        raise ConfigError("paired_bootstrap: give two mappings (query id → value) or two sequences, not one of each")
-    if isinstance(per_query_a, Mapping):
-        if per_query_a.keys() != per_query_b.keys():
-            odd = sorted(set(per_query_a) ^ set(per_query_b), key=str)[:5]
-            raise DataError(f"paired_bootstrap: the two systems were scored on different queries, e.g. "
-                            f"{', '.join(map(str, odd))}")
-        qids = sorted(per_query_a, key=str)
-        a = np.array([per_query_a[q] for q in qids], dtype=np.float64)
-        b = np.array([per_query_b[q] for q in qids], dtype=np.float64)
-    else:
-        a, b = np.asarray(per_query_a, dtype=np.float64), np.asarray(per_query_b, dtype=np.float64)
-        if a.shape != b.shape or a.ndim != 1:
-            raise DataError(f"paired_bootstrap: per-query values of shapes {a.shape} and {b.shape}; both need one "
-                            f"value per query, the same queries in the same order")
-    if a.size == 0:
-        raise DataError("paired_bootstrap: there are no queries")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not 0 < confidence < 1:
-        raise ConfigError(f"paired_bootstrap: n {n!r} must be a positive integer and confidence {confidence!r} "
-                          f"in (0, 1)")
-    difference = a - b
-    rng = np.random.default_rng(seed)
-    means = np.empty(n)
-    rows = max(1, (1 << 22) // difference.size)  # bounds the index matrix to 32 MB
-    for start in range(0, n, rows):
-        count = min(rows, n - start)
-        means[start:start + count] = difference[rng.integers(0, difference.size, (count, difference.size))].mean(1)
-    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return {"mean_difference": float(difference.mean()), "ci_low": float(low), "ci_high": float(high),
-            "n_queries": int(difference.size), "n_resamples": n, "confidence": confidence}
 
 
 def _matrix(vectors: Any, what: str) -> np.ndarray:
@@ -219,20 +176,3 @@ def query_latency(encode: Callable[[list[str]], Any], index: DenseIndex | Callab
                 times.append(time.perf_counter() - start)
     median, p90 = np.quantile(times, [0.5, 0.9])
     return {"median_s": float(median), "p90_s": float(p90), "n": len(times)}
-
-
-def bootstrap_runs(run_a: str | Path, run_b: str | Path, metric: str = "mrr@10", role_a: str = "student",
-                   role_b: str = "student", n: int = 10_000, seed: int = 0) -> dict:
-    """:func:`paired_bootstrap` of two retrieval runs' per-query ``metric`` (their ``per_query.json``), system a
-    minus system b; ``role_*`` picks the entry (``student``, ``teacher`` or a reference such as ``BM25``)."""
-    values = []
-    for folder, role in ((Path(run_a), role_a), (Path(run_b), role_b)):
-        try:
-            stored = json.loads((folder / "per_query.json").read_text())
-        except (OSError, ValueError):
-            raise DataError(f"'{folder}' holds no readable per_query.json (written by a retrieval run)") from None
-        if role not in stored or metric not in stored[role]:
-            raise DataError(f"'{folder / 'per_query.json'}' has no {metric} values for '{role}'; it has "
-                            f"{', '.join(stored)}")
-        values.append(stored[role][metric])
-    return paired_bootstrap(values[0], values[1], n=n, seed=seed)

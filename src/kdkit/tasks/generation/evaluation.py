@@ -13,7 +13,7 @@ For the teacher and the student on ``evaluation.split`` (at most ``data.max_eval
 - **samples**: the first ``generation.samples`` examples with the reference and both models' completions.
 
 Per-example ROUGE values go to ``per_query.json`` (``{role: {metric: {example index: value}}}``, as retrieval's), so
-:func:`kdkit.report.retrieval.bootstrap_runs` gives paired bootstrap intervals between runs. The teacher's scores and
+:func:`kdkit.report.bootstrap.bootstrap_runs` gives paired bootstrap intervals between runs. The teacher's scores and
 completions are computed once per (teacher weights, split, settings) and read back from the artifact store.
 """
 
@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 
 from kdkit.capture import num_layers
 from kdkit.errors import DataError
+from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.evaluate import count_parameters
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
 from kdkit.store import ArtifactStore, digest
 from kdkit.tasks.generation.batches import Encoder, GenerationCollator, ended, model_inputs, pad_token_id
 from kdkit.tasks.generation.data import Example
 
-PER_QUERY = "per_query.json"
 ROUGE = ("rouge1", "rouge2", "rougeL")
 
 

@@ -23,6 +23,7 @@ from kdkit.capture import hidden_size, num_layers
 from kdkit.errors import DataError
 from kdkit.loading import load_model
 from kdkit.losses import maxsim
+from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.evaluate import count_parameters
 from kdkit.report.retrieval import MB, DenseIndex, ir_metrics, per_query_metrics, query_latency
 from kdkit.signals import fingerprint_model, fingerprint_tokenizer
@@ -30,7 +31,6 @@ from kdkit.store import ArtifactStore, digest
 from kdkit.tasks.retrieval.data import BM25Index
 from kdkit.tasks.retrieval.task import MaxSimTeacher, Tokens, encode, pad
 
-PER_QUERY = "per_query.json"
 
 
 def _device(model) -> torch.device:
