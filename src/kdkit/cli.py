@@ -144,9 +144,10 @@ def quickstart(output_dir: Optional[str] = typer.Option(None, help="Where the ru
 
 @app.command("eval")
 @_command
-def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier, or a "
-                                                   "bi-encoder with --task retrieval)."),
-             task: str = typer.Option("classification", help="classification or retrieval."),
+def evaluate(model: str = typer.Argument(..., help="A model folder, named model or hub id (a classifier, a "
+                                                   "bi-encoder with --task retrieval, a causal LM with --task "
+                                                   "generation)."),
+             task: str = typer.Option("classification", help="classification, retrieval or generation."),
              dataset: Optional[str] = typer.Option(None, help="Named or hub dataset (see `kdkit info`); retrieval: "
                                                                "a named set or a BEIR folder."),
              train_file: Optional[str] = typer.Option(None, help="csv/jsonl training file (defines the labels; "
@@ -154,7 +155,8 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
              test_file: Optional[str] = typer.Option(None, help="csv/jsonl file to evaluate on."),
              text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
              split: str = typer.Option("test", help="validation or test."),
-             max_length: int = typer.Option(128, min=1, max=TOKENS_MAX),
+             max_length: int = typer.Option(128, min=1, max=TOKENS_MAX,
+                                            help="Tokens a text is cut to (generation: a prompt)."),
              batch_size: int = typer.Option(64, min=1, max=BATCH_MAX),
              similarity: str = typer.Option("dot", help="retrieval: how the bi-encoder scores, dot or cosine."),
              teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare (retrieval: "
@@ -163,11 +165,13 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
                                                                  "or with --task retrieval)."),
              ) -> None:
     """Classification: accuracy, parameters and CPU latency of a classifier. Retrieval: MRR@10, nDCG@10 and recall
-    over the whole corpus, index size and per-query latency of a bi-encoder. Side by side with a teacher if given."""
+    over the whole corpus, index size and per-query latency of a bi-encoder. Generation: ROUGE of greedy completions,
+    perplexity and tokens/s of a causal LM. Side by side with a teacher if given."""
     from kdkit import api
     from kdkit.config import parse_recipe
-    if task not in ("classification", "retrieval"):
-        raise ConfigError(f"--task {task!r}: kdkit eval evaluates 'classification' or 'retrieval' models")
+    if task not in ("classification", "retrieval", "generation"):
+        raise ConfigError(f"--task {task!r}: kdkit eval evaluates 'classification', 'retrieval' or 'generation' "
+                          f"models")
     if similarity not in ("dot", "cosine"):
         raise ConfigError(f"--similarity {similarity!r}: give dot or cosine")
     data = {"dataset": dataset, "train_file": train_file, "test_file": test_file, "max_length": max_length}
@@ -184,6 +188,19 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
         return
     if similarity != "dot":
         raise ConfigError("--similarity is a retrieval option (with --task retrieval)")
+    if task == "generation":
+        if (text_column, label_column) != ("text", "label"):
+            raise ConfigError("--text-column and --label-column are classification options; generation files have "
+                              "fixed fields (prompt and completion, or messages)")
+        if max_length < 2:
+            raise ConfigError(f"--max-length {max_length}: a prompt needs at least 2 tokens")
+        data = {"dataset": dataset, "train_file": train_file, "test_file": test_file, "max_prompt_length": max_length,
+                "prompt_tail": min(8, max_length - 1)}
+        recipe = parse_recipe({"task": "generation", "data": data, "student": {"init": "pretrained", "model": model},
+                               "losses": [{"name": "nll"}], **({"teacher": {"model": teacher}} if teacher else {}),
+                               **sections})
+        _print_report(api.evaluate_recipe(recipe, output_dir=output_dir))
+        return
     recipe = parse_recipe({
         "data": {**data, "text_column": text_column, "label_column": label_column},
         "teacher": {"model": teacher or model}, "student": {"init": "pretrained", "model": model},

@@ -18,7 +18,7 @@ from kdkit.tasks.generation.batches import Encoder, GenerationCollator, OnPolicy
 from kdkit.tasks.generation.data import Example
 from kdkit.tasks.generation.evaluation import rouge_scores
 from kdkit.terms.token import TokenKDLoss, TokenKDTerm
-from tiny import make_tiny_generation_jsonl, make_tiny_lm
+from tiny import make_tiny_generation_jsonl, make_tiny_lm, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,19 @@ def test_sequence_kd_trains_on_the_teachers_greedy_completions(tiny_lm, lm, tmp_
     assert list(splits["train"]["completion"]) != references
     again = task.prepare_all(recipe)[1]["train"]  # read back from the store
     assert list(again["completion"]) == list(splits["train"]["completion"])
+
+
+def test_kdkit_eval_scores_a_saved_causal_lm_beside_its_teacher(tiny_lm, tmp_path, capsys):
+    data = make_tiny_generation_jsonl(tmp_path / "g.jsonl", n=20)
+    code, out, err = run_cli(["eval", str(tiny_lm), "--task", "generation", "--train-file", str(data),
+                              "--teacher", str(tiny_lm), "--max-length", "12", "--output-dir", str(tmp_path / "ev")],
+                             capsys)
+    assert code == 0, err
+    assert "rougeL (%)" in out and "perplexity ↓" in out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    # the same weights on both sides: the same completions, so the same scores
+    assert report["teacher"]["metrics"] == report["student"]["metrics"]
+    assert (tmp_path / "ev" / "completions.jsonl").is_file()
+    code, _, err = run_cli(["eval", str(tiny_lm), "--task", "generation", "--train-file", str(data),
+                            "--label-column", "x"], capsys)
+    assert code == 2 and "classification options" in err
