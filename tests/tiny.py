@@ -110,23 +110,43 @@ LM_WORDS = ["Article:", "Headline:", "the", "a", "match", "team", "won", "lost",
             "new", "plan", "bank", "rates", "rise", "fall", "film", "star", "award", "music", "band", "tour"]
 
 
-def make_tiny_lm(folder: Path, layers: int = 4, hidden: int = 32, heads: int = 4) -> Path:
-    """A random tiny Llama with a real word-level tokenizer (``<pad>``, ``<eos>``, ``<unk>`` + :data:`LM_WORDS`)."""
+def _word_tokenizer():
+    """A real word-level tokenizer: ``<pad>`` 0, ``<eos>`` 1, ``<unk>`` 2, then :data:`LM_WORDS`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    folder.mkdir(parents=True, exist_ok=True)
     vocab = {word: i for i, word in enumerate(["<pad>", "<eos>", "<unk>", *LM_WORDS])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>",
-                                        unk_token="<unk>")
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
+def make_tiny_lm(folder: Path, layers: int = 4, hidden: int = 32, heads: int = 4) -> Path:
+    """A random tiny Llama with a real word-level tokenizer (:func:`_word_tokenizer`)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _word_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
                          max_position_embeddings=256, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1,
                          bos_token_id=None)
     LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_t5(folder: Path, layers: int = 2, hidden: int = 32, heads: int = 4) -> Path:
+    """A random tiny T5 (encoder-decoder) with the same word-level tokenizer; decoding starts at ``<pad>``."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _word_tokenizer()
+    config = T5Config(vocab_size=len(tokenizer), d_model=hidden, d_ff=2 * hidden, d_kv=hidden // heads,
+                      num_layers=layers, num_decoder_layers=layers, num_heads=heads, pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -18,7 +18,7 @@ from kdkit.tasks.generation.batches import Encoder, GenerationCollator, OnPolicy
 from kdkit.tasks.generation.data import Example
 from kdkit.tasks.generation.evaluation import rouge_scores
 from kdkit.terms.token import TokenKDLoss, TokenKDTerm
-from tiny import make_tiny_generation_jsonl, make_tiny_lm, run_cli
+from tiny import make_tiny_generation_jsonl, make_tiny_lm, make_tiny_t5, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,40 @@ def test_kdkit_eval_scores_a_saved_causal_lm_beside_its_teacher(tiny_lm, tmp_pat
     code, _, err = run_cli(["eval", str(tiny_lm), "--task", "generation", "--train-file", str(data),
                             "--label-column", "x"], capsys)
     assert code == 2 and "classification options" in err
+
+
+def test_seq2seq_layout_feeds_the_decoder_its_shifted_completion():
+    batch = layout([[3, 4, 5], [6]], [[7, 8, 1], [9, 1]], pad=0, decoder_start=0)
+    assert batch["input_ids"].tolist() == [[3, 4, 5], [6, 0, 0]]
+    assert batch["decoder_input_ids"].tolist() == [[0, 7, 8], [0, 9, 0]]
+    assert batch["labels"].tolist() == [[7, 8, 1], [9, 1, -100]]
+    assert batch["decoder_attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert split_batch(batch) == ([[3, 4, 5], [6]], [[7, 8, 1], [9, 1]])
+    assert set(model_inputs(batch)) == {"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"}
+
+
+def test_seq2seq_end_to_end_with_a_cached_teacher_and_on_policy(tmp_path, capsys):
+    from transformers import AutoModelForSeq2SeqLM
+
+    t5 = make_tiny_t5(tmp_path / "t5")
+    data = make_tiny_generation_jsonl(tmp_path / "g.jsonl", n=30)
+    recipe = recipe_dict(t5, data, tmp_path / "run", student={"init": "config", "layers": None,
+                                                              "overrides": {"num_layers": 1, "num_decoder_layers": 1}})
+    report = get_task("generation").run(load_recipe(recipe))
+    assert "caching teacher signals" in capsys.readouterr().out
+    assert report["student"]["params"] < report["teacher"]["params"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "run" / "student")
+    assert model.config.num_layers == 1 and model.config.num_decoder_layers == 1
+    recipe = recipe_dict(t5, data, tmp_path / "gkd", student={"init": "config", "layers": None,
+                                                              "overrides": {"num_layers": 1, "num_decoder_layers": 1}},
+                         generation={"on_policy": 1.0}, losses=[{"name": "token_kd"}])
+    assert get_task("generation").run(load_recipe(recipe))["student"]["n"] == 3
+
+
+def test_a_causal_student_for_an_encoder_decoder_teacher_is_refused(tiny_lm, tmp_path):
+    t5 = make_tiny_t5(tmp_path / "t5")
+    recipe = recipe_dict(t5, tmp_path / "g.jsonl", tmp_path / "run",
+                         student={"init": "pretrained", "model": str(tiny_lm), "layers": None})
+    make_tiny_generation_jsonl(tmp_path / "g.jsonl")
+    with pytest.raises(ConfigError, match="encoder-decoder but the teacher|causal LM but the teacher"):
+        get_task("generation").run(load_recipe(recipe))

@@ -35,7 +35,8 @@ from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.evaluate import count_parameters
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
 from kdkit.store import ArtifactStore, digest
-from kdkit.tasks.generation.batches import Encoder, GenerationCollator, ended, model_inputs, pad_token_id
+from kdkit.tasks.generation.batches import (Encoder, GenerationCollator, decoder_start_of, ended, generated_tokens,
+                                            model_inputs, pad_token_id)
 from kdkit.tasks.generation.data import Example
 
 ROUGE = ("rouge1", "rouge2", "rougeL")
@@ -70,7 +71,7 @@ def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_token
             ids, mask = left_padded([prompts[i] for i in rows], pad, _device(model))
             generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                        max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
-            for i, row in zip(rows, generated[:, ids.shape[1]:].tolist()):
+            for i, row in zip(rows, generated_tokens(model, generated, ids.shape[1]).tolist()):
                 out[i] = ended(row, eos)
     finally:
         model.train(was_training)
@@ -97,7 +98,7 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, lis
 @torch.inference_mode()
 def perplexity(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> float:
     """exp(mean NLL) of the completion tokens of ``rows`` (:meth:`Encoder.rows` columns) under teacher forcing."""
-    collate, total, count = GenerationCollator(pad), 0.0, 0
+    collate, total, count = GenerationCollator(pad, decoder_start_of(model)), 0.0, 0
     was_training = model.training
     model.eval()
     try:
@@ -193,15 +194,13 @@ def evaluate_run(prep, out: Path | None) -> dict:
         raise DataError(f"the {split} split has no examples to evaluate; give data with a {split} split")
     entries, per_example, completions = {}, {}, {}
     if prep.teacher is not None:
-        enc = Encoder(prep.teacher_tokenizer, recipe.data.max_prompt_length, recipe.data.prompt_tail,
-                      recipe.data.max_completion_length)
+        enc = model_encoder(recipe, prep.teacher_tokenizer, prep.teacher)
         scores, cached = teacher_scores(prep, examples, enc)
         name = recipe.teacher.model + (" (fine-tuned)" if recipe.teacher.finetune else "")
         entries["teacher"] = {**_entry(name, prep.teacher, prep.teacher_tokenizer, examples, enc, recipe, scores),
                               **({"cached": True} if cached else {})}
         per_example["teacher"], completions["teacher"] = scores["per_example"], scores["completions"]
-    enc = Encoder(prep.tokenizer, recipe.data.max_prompt_length, recipe.data.prompt_tail,
-                  recipe.data.max_completion_length)
+    enc = model_encoder(recipe, prep.tokenizer, prep.student)
     scores = _scores(prep.student, prep.tokenizer, examples, enc, recipe)
     name = f"{num_layers(prep.student)}-layer student ({recipe.student.init})"
     entries["student"] = _entry(name, prep.student, prep.tokenizer, examples, enc, recipe, scores)
@@ -224,6 +223,13 @@ def evaluate_run(prep, out: Path | None) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
+def model_encoder(recipe, tokenizer, model) -> Encoder:
+    """The recipe's :class:`Encoder` for ``model`` (its tokenizer; the encoder-decoder rows for one)."""
+    cfg = recipe.data
+    return Encoder(tokenizer, cfg.max_prompt_length, cfg.prompt_tail, cfg.max_completion_length,
+                   seq2seq=model.config.is_encoder_decoder)
+
+
 def _text(prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(f"{role}: {content}" for role, content in prompt)
 
@@ -232,8 +238,7 @@ def teacher_completions(task, prep, examples: list[Example]) -> list[Example]:
     """``examples`` with the teacher's greedy completions in place of the references (sequence-level KD), generated
     once per (teacher, prompts, settings) and stored."""
     recipe = prep.recipe
-    enc = Encoder(prep.teacher_tokenizer, recipe.data.max_prompt_length, recipe.data.prompt_tail,
-                  recipe.data.max_completion_length)
+    enc = model_encoder(recipe, prep.teacher_tokenizer, prep.teacher)
     key = digest({"teacher": fingerprint_model(prep.teacher),
                   "prompts": hashlib.sha256(json.dumps([e.prompt for e in examples]).encode()).hexdigest(),
                   "data": recipe.data.model_dump(include={"max_prompt_length", "prompt_tail"}),

@@ -90,9 +90,10 @@ class SourceNoise:
     """The training-batch hook of noisy self-distillation: each row's prompt rebuilt from a noisy source for the
     student, the clean batch kept for the teacher (``teacher_*`` keys)."""
 
-    def __init__(self, cfg, examples: list, encoder: Encoder, pad: int, seed: int, neighbours: Neighbours | None):
+    def __init__(self, cfg, examples: list, encoder: Encoder, pad: int, seed: int, neighbours: Neighbours | None,
+                 decoder_start: int | None = None):
         self.cfg, self.examples, self.encoder, self.pad, self.seed = cfg, examples, encoder, pad, seed
-        self.neighbours = neighbours
+        self.neighbours, self.decoder_start = neighbours, decoder_start
 
     def prompt(self, index: int, rng: random.Random) -> list[int]:
         """The token ids of example ``index``'s prompt with a noisy source (cut to the prompt budget)."""
@@ -118,9 +119,10 @@ class SourceNoise:
         prompts, completions = split_batch(batch)
         noisy = [self.prompt(index, random.Random(seed_of(self.seed, "noise", *where, index)))
                  for index in batch["index"].tolist()]
-        student_batch = layout(noisy, completions, self.pad, batch["input_ids"].device)
+        student_batch = layout(noisy, completions, self.pad, batch["input_ids"].device, self.decoder_start)
         for key in ("input_ids", "attention_mask", "position_ids"):
-            student_batch[f"teacher_{key}"] = batch[key]
+            if key in batch:  # an encoder-decoder's batch has no positions
+                student_batch[f"teacher_{key}"] = batch[key]
         student_batch["index"] = batch["index"]
         return student_batch
 

@@ -1,8 +1,12 @@
 """Generation: prompt → completion distillation of causal language models (token-level KD, on-policy GKD).
 
 - **Models**: ``AutoModelForCausalLM`` teacher and student sharing one vocabulary (token-level losses compare
-  next-token distributions position by position). Students from the shared builders: the teacher with a subset of
-  its blocks (``teacher_layers``), a smaller config, or a pretrained model with the same tokenizer.
+  next-token distributions position by position), or two encoder-decoders (``AutoModelForSeq2SeqLM``, chosen by the
+  config's ``is_encoder_decoder``: the prompt is the encoder's input). Students from the shared builders: the
+  teacher with a subset of its blocks (``teacher_layers``), a smaller config, or a pretrained model with the same
+  tokenizer.
+- **Noisy self-distillation** (``generation.noise``, :mod:`kdkit.tasks.generation.noise`): teacher dropout at
+  inference and seeded noise on the student's source.
 - **Data**: :mod:`kdkit.tasks.generation.data` (jsonl prompt/completion or chat, ``bbc_summaries``); tokenised and
   laid out by :mod:`kdkit.tasks.generation.batches` (prompts cut to ``data.max_prompt_length`` keeping their last
   ``data.prompt_tail`` tokens, completions to ``data.max_completion_length`` with EOS). Losses read only the
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict
 from pydantic import Field, model_validator
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, set_seed
 
 from kdkit import __version__
 from kdkit.capture import Representations
@@ -35,12 +39,14 @@ from kdkit.config import Recipe
 from kdkit.engine.pipeline import TrainerTask, stored_teacher
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import ConfigError
-from kdkit.loading import load_model
+from kdkit.loading import load_model, load_tokenizer, model_config
 from kdkit.schema import TOKENS_MAX, Count, Seed, Strict, Temperature
 from kdkit.signals import CachedTeacher, LiveTeacher
 from kdkit.store import digest
+from kdkit.students import StudentContext, build_student
 from kdkit.tasks import register
-from kdkit.tasks.generation.batches import Encoder, GenerationCollator, OnPolicy, model_inputs, pad_token_id
+from kdkit.tasks.generation.batches import (Encoder, GenerationCollator, OnPolicy, decoder_start_of, model_inputs,
+                                            pad_token_id)
 from kdkit.tasks.generation.data import Example, GenerationData, load_generation_data
 from kdkit.tasks.generation.noise import Neighbours, SourceNoise, TeacherDropout
 from kdkit.terms import build_terms
@@ -142,13 +148,20 @@ def load_data(cfg: GenerationDataConfig) -> GenerationData:
     return GenerationData(splits)
 
 
+def auto_class_of(config) -> type:
+    """``AutoModelForSeq2SeqLM`` for an encoder-decoder config, else ``AutoModelForCausalLM``."""
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
 def load_causal_lm(name: str, key: str):
-    return load_model(name, AutoModelForCausalLM, key)
+    """A language model by name, folder or hub id: causal, or an encoder-decoder as its config says."""
+    return load_model(name, auto_class_of(model_config(name, key)[1]), key)
 
 
-def encoder(recipe: GenerationRecipe, tokenizer) -> Encoder:
+def encoder(recipe: GenerationRecipe, tokenizer, model) -> Encoder:
     cfg = recipe.data
-    return Encoder(tokenizer, cfg.max_prompt_length, cfg.prompt_tail, cfg.max_completion_length)
+    return Encoder(tokenizer, cfg.max_prompt_length, cfg.prompt_tail, cfg.max_completion_length,
+                   seq2seq=model.config.is_encoder_decoder)
 
 
 def forward(capture, batch: dict) -> Representations:
@@ -169,13 +182,23 @@ class GenerationTask(TrainerTask):
     recipe = GenerationRecipe
     primary_metric = "rougeL"
     pipeline_tag = "text-generation"
-    auto_class = AutoModelForCausalLM
 
     def load_data(self, recipe):
         return load_data(recipe.data)
 
+    def load_teacher(self, recipe, data, path):
+        return load_causal_lm(path, "teacher.model")
+
     def build_student(self, recipe, data, teacher, teacher_tokenizer):
-        student, tokenizer = super().build_student(recipe, data, teacher, teacher_tokenizer)
+        config = teacher.config if teacher is not None else model_config(recipe.student.model, "student.model")[1]
+        ctx = StudentContext(teacher=teacher, teacher_tokenizer=teacher_tokenizer, auto_class=auto_class_of(config),
+                             load_pretrained=load_causal_lm, load_config=model_config, load_tokenizer=load_tokenizer)
+        student, tokenizer = build_student(recipe.student, ctx)
+        if teacher is not None and student.config.is_encoder_decoder != teacher.config.is_encoder_decoder:
+            kinds = {True: "an encoder-decoder", False: "a causal LM"}
+            raise ConfigError(f"the student is {kinds[student.config.is_encoder_decoder]} but the teacher "
+                              f"{kinds[teacher.config.is_encoder_decoder]}; token-level distillation lines up their "
+                              f"completion positions, so give two of one kind")
         if teacher is not None and not same_vocabulary(tokenizer, teacher_tokenizer):
             raise ConfigError("the student's tokenizer differs from the teacher's; token-level distillation compares "
                               "next-token distributions over one vocabulary, so give a student with the teacher's "
@@ -198,14 +221,14 @@ class GenerationTask(TrainerTask):
             from kdkit.tasks.generation.evaluation import teacher_completions
 
             train = teacher_completions(self, prep, train)
-        columns = encoder(prep.recipe, prep.tokenizer).rows(train)
+        columns = encoder(prep.recipe, prep.tokenizer, prep.student).rows(train)
         if prep.recipe.generation.noise is not None:  # the hook rebuilds each row's prompt from its example
             columns["index"] = list(range(len(train)))
             prep.extras["train_examples"] = train
         return DatasetDict({"train": Dataset.from_dict(columns)})
 
     def collator(self, prep):
-        return GenerationCollator(pad_token_id(prep.tokenizer))
+        return GenerationCollator(pad_token_id(prep.tokenizer), decoder_start_of(prep.student))
 
     # --- the teacher -----------------------------------------------------------------------------------------------
     def cache_plan(self, prep, train):
@@ -216,6 +239,12 @@ class GenerationTask(TrainerTask):
         if cfg.noise is not None and cfg.noise.teacher_dropout > 0:
             return None, ("generation.noise.teacher_dropout: the teacher's dropout differs at every step, so its "
                           "signals cannot be cached"), None, None
+        if prep.student.config.is_encoder_decoder:  # the cache keys an encoder-decoder's rows by their prompt
+            completions: dict[tuple, list] = {}
+            for prompt, completion in zip(train["prompt"], train["completion"]):
+                if completions.setdefault(tuple(prompt), completion) != completion:
+                    return None, ("one prompt has two different completions, which a cache keyed by the "
+                                  "encoder-decoder's prompt cannot tell apart"), None, None
         return super().cache_plan(prep, train)
 
     def signal_source(self, prep, cache):
@@ -234,13 +263,15 @@ class GenerationTask(TrainerTask):
             neighbours = None
             if cfg.noise.neighbour_replace > 0:
                 neighbours = Neighbours(prep.student.get_input_embeddings().weight)
-            return SourceNoise(cfg.noise, prep.extras["train_examples"], encoder(prep.recipe, tokenizer),
-                               pad_token_id(tokenizer), prep.recipe.training.seed, neighbours)
+            return SourceNoise(cfg.noise, prep.extras["train_examples"], encoder(prep.recipe, tokenizer, prep.student),
+                               pad_token_id(tokenizer), prep.recipe.training.seed, neighbours,
+                               decoder_start_of(prep.student))
         if cfg.on_policy == 0:
             return None
         return OnPolicy(cfg.on_policy, prep.recipe.training.seed, min(cfg.max_new_tokens,
                                                                       prep.recipe.data.max_completion_length),
-                        cfg.sample_temperature, pad_token_id(tokenizer), tokenizer.eos_token_id)
+                        cfg.sample_temperature, pad_token_id(tokenizer), tokenizer.eos_token_id,
+                        decoder_start_of(prep.student))
 
     def finetune_teacher(self, recipe, data) -> str:
         """Fine-tune the teacher on the training split's reference completions (NLL), once; the stored folder.
@@ -258,9 +289,9 @@ class GenerationTask(TrainerTask):
             model, tokenizer = load_causal_lm(cfg.model, "teacher.model")
             module = DistillationModule(model, build_terms([NLLLoss(name="nll")], None, model), forward=forward)
             args = training_arguments(cfg.finetune, work / "checkpoints", save_strategy="no")
-            train = Dataset.from_dict(encoder(recipe, tokenizer).rows(data["train"]))
-            trainer = DistillationTrainer(module, args, train_dataset=train,
-                                          data_collator=GenerationCollator(pad_token_id(tokenizer)))
+            train = Dataset.from_dict(encoder(recipe, tokenizer, model).rows(data["train"]))
+            trainer = DistillationTrainer(module, args, train_dataset=train, data_collator=GenerationCollator(
+                pad_token_id(tokenizer), decoder_start_of(model)))
             trainer.train()
             set_generation_defaults(model, tokenizer, recipe.generation.max_new_tokens)
             trainer.export_student(work, tokenizer)
