@@ -257,3 +257,20 @@ def test_a_causal_student_for_an_encoder_decoder_teacher_is_refused(tiny_lm, tmp
     make_tiny_generation_jsonl(tmp_path / "g.jsonl")
     with pytest.raises(ConfigError, match="encoder-decoder but the teacher|causal LM but the teacher"):
         get_task("generation").run(load_recipe(recipe))
+
+
+def test_a_tied_language_model_resumes_from_its_checkpoint(tiny_lm, tmp_path):
+    """Checkpoints store a tied output head once (safetensors refuses two names for one memory); resume restores it
+    through the tie, and the student comes out with its head still tied."""
+    data = make_tiny_generation_jsonl(tmp_path / "g.jsonl", n=30)
+    recipe = recipe_dict(tiny_lm, data, tmp_path / "run", training={"max_steps": 2, "save_steps": 2},
+                         losses=[{"name": "nll"}])
+    task = get_task("generation")
+    task.run(load_recipe(recipe))
+    recipe["training"]["max_steps"] = 3
+    report = task.run(load_recipe(recipe), resume=True, force=True)
+    assert report["student"]["n"] == 3
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
+    assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()

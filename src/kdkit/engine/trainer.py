@@ -21,6 +21,7 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
 from __future__ import annotations
 
 import dataclasses
+import logging
 import gc
 import itertools
 import os
@@ -42,6 +43,8 @@ from kdkit.config import TrainConfig
 from kdkit.engine.checkpoints import STAGING_DIR, checkpoints, commit, last_complete_checkpoint
 from kdkit.errors import ConfigError, NumericalError
 from kdkit.terms import Needs, Term, count_units
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,6 +162,17 @@ class DistillationModule(nn.Module):
             share = {unit: count_units(unit, batch) / step_units[unit] for unit in self.units}
             total = sum(term.weight * share[term.unit] * values[term.name] for term in self.terms)
         return total, values, student.logits
+
+
+def tied_duplicates(state_dict: dict[str, torch.Tensor]) -> set[str]:
+    """The names of a state dict whose tensor shares its memory with an earlier name (a tied output head)."""
+    seen, tied = set(), set()
+    for name, tensor in state_dict.items():
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.device.type != "meta" and where in seen:
+            tied.add(name)
+        seen.add(where)
+    return tied
 
 
 class _FreezeLongLivedObjects(TrainerCallback):
@@ -372,14 +386,21 @@ class DistillationTrainer(Trainer):
         refuses two names for one memory (a language model's input embedding and output head). Resume loads the
         state dict with ``strict=False``, so the tie gives the second name its value back."""
         if state_dict is None:
-            state_dict, seen = {}, set()
-            for name, tensor in self.accelerator.unwrap_model(self.model).state_dict().items():
-                where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-                if tensor.device.type != "meta" and where in seen:
-                    continue
-                seen.add(where)
-                state_dict[name] = tensor
+            state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+            tied = tied_duplicates(state_dict)
+            state_dict = {name: tensor for name, tensor in state_dict.items() if name not in tied}
         super()._save(output_dir, state_dict)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The Trainer's warnings after a resume, less the tied names :meth:`_save` leaves out (they are restored by
+        the tie itself); the Trainer's own check would read ``_keys_to_ignore_on_save``, which only a
+        ``PreTrainedModel`` has."""
+        tied = tied_duplicates(self.accelerator.unwrap_model(self.model).state_dict())
+        missing = [name for name in load_result.missing_keys if name not in tied]
+        if missing:
+            logger.warning(f"There were missing keys in the checkpoint model loaded: {missing}.")
+        if load_result.unexpected_keys:
+            logger.warning(f"There were unexpected keys in the checkpoint model loaded: {load_result.unexpected_keys}.")
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         if not self._staging:  # the Trainer calls this on the staged folder, which is about to be renamed
