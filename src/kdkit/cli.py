@@ -312,6 +312,14 @@ def info() -> None:
     print("Named datasets:")
     for name, asset in DATASETS.items():
         print(f"  {name:16s} {asset.description}")
+    from kdkit.tasks.generation.data import NAMED as GENERATION_SETS
+    from kdkit.tasks.retrieval.data import NAMED as RETRIEVAL_SETS
+
+    print("Task datasets (made from the assets above; data.dataset of that task):")
+    for task_name, sets in (("retrieval", RETRIEVAL_SETS), ("generation", GENERATION_SETS)):
+        for name, build in sets.items():
+            summary = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
+            print(f"  {name:16s} {task_name}: {summary}")
     print("Recipes:     " + ", ".join(shipped_recipes()))
 
 
