@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kdkit.errors import ConfigError, ModelError
-from kdkit.losses.token import (DIVERGENCES, divergence_from_log_probs, token_divergence, topk_bucket_log_probs,
+from kdkit.losses.token import (DIVERGENCES, divergence_from_log_probs, token_divergence, topk_log_probs,
                                 topk_token_divergence)
 
 P = [0.7, 0.2, 0.1]  # teacher
@@ -106,24 +106,41 @@ def test_topk_with_k_equal_to_the_vocabulary_is_the_dense_loss(divergence, tempe
     assert torch.isfinite(student.grad).all()
 
 
-def test_topk_buckets_are_exact_at_t1_and_never_exceed_the_dense_kl():
-    student, teacher = torch.randn(4, 5, 30), torch.randn(4, 5, 30) * 3
+def test_topk_teacher_is_exact_on_its_k_tokens_with_the_tail_spread_evenly():
+    teacher = torch.randn(4, 5, 30) * 3
     values, indices, tail = _topk(teacher, 5)
-    log_q, log_p = topk_bucket_log_probs(student, values, indices, tail)
-    assert log_q.shape == log_p.shape == (4, 5, 6)
-    assert torch.allclose(log_q.logsumexp(-1), torch.zeros(4, 5), atol=1e-5)
-    assert torch.allclose(log_p.exp()[..., :5], values.exp(), atol=1e-6)  # the teacher's own probabilities
-    assert torch.allclose(log_p.exp()[..., 5], tail.exp(), atol=1e-6)
-    # merging tokens into one bucket can only lose information: KL over buckets <= KL over the vocabulary
-    bucketed = divergence_from_log_probs(log_p, log_q)
-    dense = divergence_from_log_probs(F.log_softmax(teacher, -1), F.log_softmax(student, -1))
-    assert (bucketed <= dense + 1e-6).all() and (bucketed < dense - 1e-4).any()
+    log_p = topk_log_probs(values, indices, tail, 30)
+    assert log_p.shape == (4, 5, 30)
+    assert torch.allclose(log_p.logsumexp(-1), torch.zeros(4, 5), atol=1e-5)
+    assert torch.allclose(log_p.gather(-1, indices).exp(), values.exp(), atol=1e-6)  # the teacher's own probabilities
+    others = log_p.scatter(-1, indices, math.inf)
+    smallest = others.min(-1).values
+    assert torch.allclose(smallest.exp() * 25, tail.exp(), atol=1e-6)  # the tail, split evenly over 25 tokens
+    student = torch.randn(4, 5, 30)
+    assert topk_token_divergence(student, values, indices, tail, divergence="jsd").item() == pytest.approx(
+        token_divergence(student, log_p, divergence="jsd").item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "jsd"])
+def test_a_student_on_a_junk_token_outside_the_top_k_pays_for_it(divergence):
+    """A spread teacher (best token 0.10, tail 0.40 over 990 tokens): a student sure of the teacher's best token
+    must score better than one sure of any token in the tail (merging the tail into one bucket reverses this)."""
+    vocab, k = 1000, 10
+    probs = torch.full((vocab,), 0.4 / (vocab - k))
+    probs[:k] = torch.linspace(0.10, 0.02, k) / torch.linspace(0.10, 0.02, k).sum() * 0.6
+    values, indices, tail = _topk(probs.log()[None, None], k)
+    on_best, on_junk = torch.full((1, 1, vocab), -30.0), torch.full((1, 1, vocab), -30.0)
+    on_best[..., 0] = 30.0
+    on_junk[..., 500] = 30.0
+    best = topk_token_divergence(on_best, values, indices, tail, divergence=divergence)
+    junk = topk_token_divergence(on_junk, values, indices, tail, divergence=divergence)
+    assert best < junk
 
 
 def test_topk_shapes_are_checked():
     student = torch.randn(2, 3, 8)
     values, indices, tail = _topk(torch.randn(2, 3, 8), 4)
     with pytest.raises(ModelError, match="do not fit"):
-        topk_bucket_log_probs(student, values, indices, tail[:, :2])
+        topk_token_divergence(student, values, indices, tail[:, :2])
     with pytest.raises(ModelError, match="exceeds"):
-        topk_bucket_log_probs(torch.randn(2, 3, 3), values, indices, tail)
+        topk_token_divergence(torch.randn(2, 3, 3), values, indices, tail)

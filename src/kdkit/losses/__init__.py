@@ -14,7 +14,7 @@ from kdkit.losses.ranking import in_batch_ce, margin_mse, maxsim, tct_loss
 from kdkit.losses.relation import layer_relation_angle, layer_relation_pair, word_relation_angle, word_relation_pair
 from kdkit.losses.smoothing import (beta_smoothing_targets, confidence_penalty, label_smoothing_targets,
                                     soft_target_cross_entropy)
-from kdkit.losses.token import token_divergence, topk_token_divergence
+from kdkit.losses.token import token_divergence, topk_log_probs, topk_token_divergence
 from kdkit.losses.universal import ProbeSet, universal_kd
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "soft_target_cross_entropy",
     "tct_loss",
     "token_divergence",
+    "topk_log_probs",
     "topk_token_divergence",
     "universal_kd",
     "value_relation_kl",

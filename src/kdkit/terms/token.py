@@ -10,8 +10,8 @@ tokens whatever the accumulation or the number of processes.
 - ``token_kd``: a divergence between the teacher's and the student's next-token distributions at every target
   position (:mod:`kdkit.losses.token`): ``forward_kl`` (word-level KD, Kim & Rush 2016), ``reverse_kl``
   (MiniLLM), ``jsd`` with ``beta`` (GKD, Agarwal et al. 2024), ``tvd``; at ``temperature`` on both sides. From a
-  live teacher's logits or a cached top-k teacher (k log-probabilities + the tail mass; no ``(B, K, V)`` tensor is
-  built from the cache).
+  live teacher's logits or a cached top-k teacher (k log-probabilities + the tail mass, read at the K completion
+  positions only and rebuilt over the vocabulary with the tail spread evenly, :func:`kdkit.losses.topk_log_probs`).
 """
 
 from __future__ import annotations
