@@ -433,7 +433,8 @@ def _note(boards: list[dict]) -> str:
     definitions = (
         f"Primary metric: {score} (higher is better), mean ± sample standard deviation (n − 1) over seeds, in %; "
         "other metrics: mean over seeds. Latency: median over seeds of each run's median time of one forward pass "
-        "(retrieval: of one query, encoded and searched over the corpus; index: the corpus index in MB); "
+        "(retrieval: of one query, encoded and searched over the corpus; index: the corpus index in MB; "
+        "generation: of generating the recipe's max_new_tokens tokens greedily for b prompts); "
         "speedup: median over seeds of teacher/student latency. "
         "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
         "lower is better. "
