@@ -62,7 +62,7 @@ def evaluate_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | N
     ``output_dir`` when given."""
     recipe = _recipe(recipe, overrides)
     task = get_task(recipe.task)
-    if not hasattr(task, "evaluate_model"):
+    if not hasattr(task, "evaluate_model"):  # a task with a loop of its own
         raise ConfigError(f"task '{recipe.task}' has no evaluation of a saved model")
     return task.evaluate_model(recipe, output_dir=output_dir)
 

@@ -160,6 +160,25 @@ class TrainerTask(Task):
             return CachedTeacher(cache)
         return LiveTeacher(prep.teacher, self.teacher_forward, **prep.module.teacher_needs().capture_kwargs())
 
+    def evaluate_saved(self, prep: Prepared, out: Path | None) -> dict:
+        """The results of :meth:`evaluate_model` (its per-example files written to ``out`` when given); tasks that
+        evaluate a saved model (``kdkit eval --task ...``) override it."""
+        raise ConfigError(f"task '{self.name}' has no evaluation of a saved model")
+
+    def evaluate_model(self, recipe: Recipe, output_dir: str | Path | None = None) -> dict:
+        """``kdkit eval --task TASK``: the recipe's pretrained student (and teacher, if any) evaluated as they are;
+        the report written to ``output_dir`` when given."""
+        if type(self).evaluate_saved is TrainerTask.evaluate_saved:
+            self.evaluate_saved(None, None)  # the one-line refusal, before any model is loaded
+        if recipe.student.init != "pretrained":
+            raise ConfigError("kdkit eval evaluates a saved model: student.init must be 'pretrained'")
+        out = Path(output_dir) if output_dir is not None else None
+        report = {"task": self.name, "primary_metric": self.primary_metric,
+                  **self.evaluate_saved(self.prepare(recipe), out)}
+        if out is not None:
+            write_report(out, report)
+        return report
+
     def batch_hook(self, prep: Prepared):
         """A function the trainer applies to each training batch before the teacher sees it (see
         :class:`~kdkit.engine.trainer.DistillationTrainer`), or None (the default)."""

@@ -307,20 +307,10 @@ class GenerationTask(TrainerTask):
 
         return evaluation.evaluate_run(prep, out=prep.recipe.resolved_output_dir())
 
-    def evaluate_model(self, recipe, output_dir=None) -> dict:
-        """``kdkit eval --task generation``: the recipe's pretrained student (and teacher, if any) evaluated as they
-        are; the report, per-example scores and completions written to ``output_dir`` when given."""
-        from kdkit.report.report import write_report
+    def evaluate_saved(self, prep, out):
         from kdkit.tasks.generation import evaluation
 
-        if recipe.student.init != "pretrained":
-            raise ConfigError("kdkit eval evaluates a saved model: student.init must be 'pretrained'")
-        out = Path(output_dir) if output_dir is not None else None
-        report = {"task": self.name, "primary_metric": self.primary_metric,
-                  **evaluation.evaluate_run(self.prepare(recipe), out=out)}
-        if out is not None:
-            write_report(out, report)
-        return report
+        return evaluation.evaluate_run(prep, out=out)
 
     def export(self, prep, trainer, folder):
         set_generation_defaults(prep.student, prep.tokenizer, prep.recipe.generation.max_new_tokens)

@@ -347,21 +347,11 @@ class RetrievalTask(TrainerTask):
 
         return evaluation.evaluate_run(self, prep, out=prep.recipe.resolved_output_dir())
 
-    def evaluate_model(self, recipe, output_dir=None) -> dict:
-        """``kdkit eval --task retrieval``: the recipe's pretrained student (and teacher, if any) evaluated as they
-        are; the report (and ``per_query.json``) written to ``output_dir`` when given."""
-        from kdkit.report.report import write_report
+    def evaluate_saved(self, prep, out):
+        """``kdkit eval --task retrieval``: no reference systems beside the saved model."""
         from kdkit.tasks.retrieval import evaluation
 
-        if recipe.student.init != "pretrained":
-            raise ConfigError("kdkit eval evaluates a saved model: student.init must be 'pretrained'")
-        prep = self.prepare(recipe)
-        out = Path(output_dir) if output_dir is not None else None
-        report = {"task": self.name, "primary_metric": self.primary_metric,
-                  **evaluation.evaluate_run(self, prep, out=out, references=False)}
-        if out is not None:
-            write_report(out, report)
-        return report
+        return evaluation.evaluate_run(self, prep, out=out, references=False)
 
     def export(self, prep, trainer, folder):
         from kdkit.tasks.retrieval.export import save_sentence_transformer
