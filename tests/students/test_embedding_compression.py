@@ -1,0 +1,119 @@
+import math
+
+import pytest
+import torch
+
+from kdkit.students import embedding as ec
+
+
+def test_weighted_svd_hand_checked():
+    # rank 1 of rows (3,0), (0,1), (0,2): plain SVD keeps the first column (energy 9 > 5), weighted error
+    # 10·1 + 1·4 = 14 under weights (1, 10, 1); the weighted SVD keeps the second (weighted energy 14 > 9): error 9
+    e = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    q = torch.tensor([1.0, 10.0, 1.0])
+    u, v = ec.weighted_factors(e, q, 1)
+    assert ec.weighted_error(e, q, u, v) == pytest.approx(9.0, abs=1e-9)
+    u0, v0 = ec.weighted_factors(e, None, 1)
+    assert ec.weighted_error(e, q, u0, v0) == pytest.approx(14.0, abs=1e-9)
+    assert ec.weighted_error(e, None, u0, v0) == pytest.approx(5.0, abs=1e-9)
+
+
+def test_weighted_svd_is_no_worse_than_plain_svd_under_its_weights():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(40, 12, generator=g)
+    q = torch.rand(40, generator=g) * 10 + 0.1
+    for rank in (1, 3, 6):
+        weighted = ec.weighted_error(e, q, *ec.weighted_factors(e, q, rank))
+        plain = ec.weighted_error(e, q, *ec.weighted_factors(e, None, rank))
+        assert weighted <= plain + 1e-9
+    full = ec.weighted_factors(e, q, 12)
+    assert ec.weighted_error(e, q, *full) < 1e-9
+
+
+def test_frequency_and_tfidf_hand_values():
+    docs = [[0, 0, 1], [1, 2]]
+    assert ec.frequency_scores(docs, 4).tolist() == [3.0, 3.0, 2.0, 1.0]
+    scores = ec.tfidf_scores(docs, 4, alpha=0.5, beta=0.5)
+    # id 0: tf̄ = 0.5 + 0.25·(2/2) = 0.75, df 1 → idf = max(log(2/3), 0) + 1 = 1
+    # id 1: tf̄ = 0.5 + 0.25·(1/2 + 1) = 0.875, idf 1; id 2: 0.5 + 0.25 = 0.75; id 3: unseen, 0.5 · (log(1) + 1)
+    assert scores.tolist() == pytest.approx([0.75, 0.875, 0.75, 0.5])
+    with pytest.raises(ValueError):
+        ec.tfidf_scores([], 4)
+
+
+def test_kmeans_blocks_order_by_importance():
+    scores = torch.tensor([1000.0, 900.0, 10.0, 12.0, 1.0, 1.1, 1.05])
+    blocks = ec.kmeans_blocks(scores, 3)
+    assert blocks.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="positive"):
+        ec.kmeans_blocks(torch.tensor([1.0, 0.0]), 2)
+
+
+@pytest.mark.parametrize("budget", [400, 1000, 2500, 6000])
+def test_ranks_meet_the_budget_and_follow_importance(budget):
+    sizes, importance, dim = [20, 50, 200], [30.0, 5.0, 1.0], 16
+    ranks = ec.allocate_ranks(sizes, importance, dim, budget)
+    assert ec.block_parameters(sizes, ranks, dim) <= budget
+    assert ranks[0] >= ranks[1] >= ranks[2] >= 1
+    assert all(r <= min(n, dim) for r, n in zip(ranks, sizes))
+    # the largest scale that fits: what is left is less than one more rank of some block that can still grow
+    growable = [n + dim for n, r in zip(sizes, ranks) if r < min(n, dim)]
+    assert not growable or budget - ec.block_parameters(sizes, ranks, dim) < max(growable)
+
+
+def test_budget_too_small_is_refused():
+    with pytest.raises(ValueError, match="cannot hold rank 1"):
+        ec.allocate_ranks([20, 50], [2.0, 1.0], 16, 50)
+    with pytest.raises(ValueError, match="cannot hold"):
+        ec.svd_embedding(torch.randn(30, 8), 20)
+
+
+def _zipf_matrix(v: int = 120, d: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(v, d, generator=g)
+    scores = 1000.0 / torch.arange(1, v + 1, dtype=torch.float64)
+    return e, scores
+
+
+@pytest.mark.parametrize("refine", [0, 2])
+def test_compress_meets_the_budget_and_beats_svd_on_weighted_error(refine):
+    e, scores = _zipf_matrix()
+    budget = 1200
+    block = ec.compress_embedding(e, scores, budget, n_blocks=3, refine=refine)
+    svd = ec.svd_embedding(e, budget)
+    assert block.num_parameters() <= budget and svd.num_parameters() <= budget
+    assert len(block.ranks) == 3 and block.ranks[0] > block.ranks[-1]
+    dense_block, dense_svd = block.dense().detach(), svd.dense().detach()
+    err = lambda d: float((scores * (e.double() - d.double()).pow(2).sum(1)).sum())  # noqa: E731
+    assert err(dense_block) < err(dense_svd)
+
+
+def test_refinement_keeps_every_block_and_moves_words():
+    e, scores = _zipf_matrix(seed=1)
+    blocks = ec.kmeans_blocks(scores, 3)
+    refined = ec.refine_blocks(e, scores, blocks, 1200, iterations=3)
+    assert set(refined.tolist()) == {0, 1, 2}
+    assert not torch.equal(refined, blocks)
+
+
+def test_replace_embedding_in_a_tied_causal_lm(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tiny import make_tiny_lm
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_lm(tmp_path / "lm"))
+    assert ec.tied_output(model)
+    ids = torch.tensor([[3, 5, 7, 2]])
+    matrix = ec.embedding_matrix(model)
+    v, d = matrix.shape
+    full_rank = ec.svd_embedding(matrix, (v + d) * d)  # rank d: the same matrix, so the same logits
+    before = model(ids).logits
+    ec.replace_embedding(model, full_rank)
+    assert torch.allclose(model(ids).logits, before, atol=1e-4)
+    assert model.config.tie_word_embeddings is False
+    assert sum(p.numel() for p in model.get_output_embeddings().parameters()) == full_rank.num_parameters()
+    small = ec.compress_embedding(matrix, ec.frequency_scores([[3, 3, 5]], v), budget=(v + d) * 4, n_blocks=2)
+    ec.replace_embedding(model, small)
+    assert math.isfinite(float(model(ids, labels=ids).loss))
+    with pytest.raises(ValueError, match="compressed embedding is"):
+        ec.replace_embedding(model, ec.svd_embedding(torch.randn(v + 1, d), 200))
