@@ -18,7 +18,9 @@ distillation step itself, teacher forward, student forward and backward, optimis
   the completion (its collator's convention), full-sequence logits for both models as it computes them.
 
 Same optimiser settings (AdamW fused, lr 1e-4, weight decay 0, linear schedule, gradient clipping at 1.0), threads
-and seed; no checkpoints, logging or progress bars. A step is timed from the Trainer's ``on_step_begin`` to
+and seed; no checkpoints, logging or progress bars; fp32 on both sides without gradient checkpointing (TRL's
+``SFTConfig`` turns on bf16 autocast and gradient checkpointing by default; both are switched off here, since bf16
+autocast on a CPU without bf16 units is an emulation that measures the CPU, not the trainer). A step is timed from the Trainer's ``on_step_begin`` to
 ``on_step_end``; warm-up steps are not timed; sides alternate over repetitions and each number is a median.
 Throughput = real (unpadded) tokens per batch / median step time. TRL is needed for this benchmark only
 (``pip install --no-deps trl``; it is not a kdkit dependency).
@@ -181,7 +183,8 @@ def trl_side(pair: dict, batches: list[dict], steps: int, options: common.Option
 
     with tempfile.TemporaryDirectory(prefix="kdkit-bench-") as tmp:
         args = GKDConfig(**_arguments(tmp, steps, options), lmbda=0.0, beta=BETA, temperature=1.0,
-                         max_new_tokens=COMPLETION, disable_dropout=True)
+                         max_new_tokens=COMPLETION, disable_dropout=True, bf16=False, fp16=False,
+                         gradient_checkpointing=False)
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, data_collator=collate,
                              train_dataset=rows, processing_class=pair["tokenizer"],
                              callbacks=[timer])
