@@ -111,9 +111,53 @@ def test_replace_embedding_in_a_tied_causal_lm(tmp_path):
     ec.replace_embedding(model, full_rank)
     assert torch.allclose(model(ids).logits, before, atol=1e-4)
     assert model.config.tie_word_embeddings is False
-    assert sum(p.numel() for p in model.get_output_embeddings().parameters()) == full_rank.num_parameters()
+    assert not list(model.get_output_embeddings().parameters())  # the factors are counted and saved once
+    assert not any(name.startswith("lm_head") for name in model.state_dict())
     small = ec.compress_embedding(matrix, ec.frequency_scores([[3, 3, 5]], v), budget=(v + d) * 4, n_blocks=2)
     ec.replace_embedding(model, small)
     assert math.isfinite(float(model(ids, labels=ids).loss))
     with pytest.raises(ValueError, match="compressed embedding is"):
         ec.replace_embedding(model, ec.svd_embedding(torch.randn(v + 1, d), 200))
+
+
+_LOAD_WITHOUT_KDKIT = """
+import sys, json, torch
+sys.modules["kdkit"] = None  # any import of kdkit fails: plain transformers only
+from transformers import {auto}
+model = {auto}.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+ids = torch.tensor(json.loads(sys.argv[2]))
+print(json.dumps(model(ids).logits.tolist()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["causal", "classifier"])
+def test_export_loads_with_plain_transformers(tmp_path, kind):
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tiny import make_tiny_lm, make_tiny_teacher
+
+    if kind == "causal":
+        auto, model = "AutoModelForCausalLM", AutoModelForCausalLM.from_pretrained(make_tiny_lm(tmp_path / "m"))
+    else:
+        auto = "AutoModelForSequenceClassification"
+        model = AutoModelForSequenceClassification.from_pretrained(make_tiny_teacher(tmp_path / "m"))
+    matrix = ec.embedding_matrix(model)
+    v, d = matrix.shape
+    scores = ec.frequency_scores([list(range(v))[::3], [4, 4, 5]], v)
+    ec.replace_embedding(model, ec.compress_embedding(matrix, scores, (v + d) * 6, n_blocks=2))
+    model.eval()
+    ec.save_with_code(model, tmp_path / "out", auto)
+    ids = [[3, 5, 7, 2]]
+    with torch.no_grad():
+        expected = model(torch.tensor(ids)).logits
+    done = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_KDKIT.format(auto=auto), str(tmp_path / "out"),
+                           json.dumps(ids)], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1",
+                           "PATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert torch.allclose(torch.tensor(json.loads(done.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["block_embedding"]["ranks"] == model.get_input_embeddings().ranks

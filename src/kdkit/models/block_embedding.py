@@ -91,11 +91,19 @@ class BlockEmbedding(nn.Module):
 
 
 class BlockLogits(nn.Module):
-    """A causal LM's output layer tied to a :class:`BlockEmbedding`: logits = h E^T from the embedding's factors."""
+    """A causal LM's output layer tied to a :class:`BlockEmbedding`: logits = h E^T from the embedding's factors.
+
+    The embedding is held by reference, not as a sub-module: its factors are the input embedding's parameters, so
+    they are listed, moved and saved once, under the input embedding's name.
+    """
 
     def __init__(self, embedding: BlockEmbedding):
         super().__init__()
-        self.embedding = embedding
+        self._tied = [embedding]  # a list hides it from nn.Module's registration
+
+    @property
+    def embedding(self) -> BlockEmbedding:
+        return self._tied[0]
 
     @property
     def weight(self) -> torch.Tensor:
@@ -103,3 +111,19 @@ class BlockLogits(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.embedding.logits(hidden)
+
+
+def block_spec(embedding: BlockEmbedding, tied: bool) -> dict:
+    """What a model config records so :func:`install_blocks` can rebuild the shapes before the weights load."""
+    return {"block_sizes": embedding.block_sizes, "ranks": embedding.ranks, "embedding_dim": embedding.embedding_dim,
+            "padding_idx": embedding.padding_idx, "tied_output": tied}
+
+
+def install_blocks(model: nn.Module, spec: dict) -> nn.Module:
+    """Give ``model`` an empty :class:`BlockEmbedding` of ``spec``'s shapes (and the tied output layer): what an
+    exported model's class does in ``__init__`` before ``from_pretrained`` fills the factors."""
+    embedding = BlockEmbedding(spec["block_sizes"], spec["ranks"], spec["embedding_dim"], spec.get("padding_idx"))
+    model.set_input_embeddings(embedding)
+    if spec.get("tied_output"):
+        model.set_output_embeddings(BlockLogits(embedding))
+    return model

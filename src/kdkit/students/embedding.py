@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from kdkit.models.block_embedding import BlockEmbedding, BlockLogits
+from kdkit.models import block_embedding as block_module
+from kdkit.models.block_embedding import BlockEmbedding, BlockLogits, block_spec
 
 
 # --- importance ------------------------------------------------------------------------------------------------------
@@ -228,4 +229,38 @@ def replace_embedding(model: nn.Module, embedding: BlockEmbedding) -> nn.Module:
     if tied:
         model.set_output_embeddings(BlockLogits(embedding))
         model.config.tie_word_embeddings = False  # nothing left to re-tie: both layers read the one set of factors
+    model.config.block_embedding = block_spec(embedding, tied)
     return model
+
+
+_MODELLING = '''"""{base} with a block-wise low-rank word embedding, written by kdkit (block_embedding.py holds the module)."""
+
+from transformers import {base} as _Base
+
+from .block_embedding import install_blocks
+
+
+class {name}(_Base):
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        install_blocks(self, config.block_embedding)
+'''
+
+
+def save_with_code(model: nn.Module, folder, auto_class: str) -> None:
+    """``model.save_pretrained(folder)`` plus the modelling code that lets plain transformers load a model with a
+    compressed embedding: ``AutoX.from_pretrained(folder, trust_remote_code=True)`` for ``auto_class`` ``AutoX``
+    (``config.auto_map``). A model without one is saved as it is."""
+    from pathlib import Path
+
+    spec = getattr(model.config, "block_embedding", None)
+    if spec is None:
+        model.save_pretrained(folder)
+        return
+    base = type(model).__name__
+    name = f"Block{base}"
+    model.config.auto_map = {auto_class: f"modeling_block_embedding.{name}"}
+    model.save_pretrained(folder)
+    folder = Path(folder)
+    (folder / "block_embedding.py").write_text(Path(block_module.__file__).read_text())
+    (folder / "modeling_block_embedding.py").write_text(_MODELLING.format(base=base, name=name))
