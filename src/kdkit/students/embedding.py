@@ -233,7 +233,7 @@ def replace_embedding(model: nn.Module, embedding: BlockEmbedding) -> nn.Module:
     return model
 
 
-_MODELLING = '''"""{base} with a block-wise low-rank word embedding, written by kdkit (block_embedding.py holds the module)."""
+_MODELLING = '''"""{base} with a block-wise low-rank word embedding (written by kdkit; the module: block_embedding.py)."""
 
 from transformers import {base} as _Base
 
