@@ -233,7 +233,7 @@ def replace_embedding(model: nn.Module, embedding: BlockEmbedding) -> nn.Module:
     return model
 
 
-_MODELLING = '''"""{base} with a block-wise low-rank word embedding (written by kdkit; the module: block_embedding.py)."""
+_MODELLING = '''"""{base} with a block-wise low-rank word embedding (written by kdkit, module in block_embedding.py)."""
 
 from transformers import {base} as _Base
 
