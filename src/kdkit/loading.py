@@ -68,7 +68,10 @@ def load_model(name: str, auto_class: Any, key: str, **kwargs) -> tuple[Any, Any
         # transformers would build an empty tokenizer from the config alone and every word would become [UNK]
         raise cannot_load(key, name, f"has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …)")
     try:
-        model = auto_class.from_pretrained(path, **kwargs)
+        if getattr(config, "block_embedding", None):
+            model = load_block_model(path, auto_class, **kwargs)
+        else:
+            model = auto_class.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except LOAD_ERRORS as err:
         raise cannot_load(key, name, f"has weights or tokenizer files that cannot be loaded ({first_line(err)})"
@@ -79,3 +82,24 @@ def load_model(name: str, auto_class: Any, key: str, **kwargs) -> tuple[Any, Any
                          f"{vocab_size} (config vocab_size); the folder mixes a tokenizer and a model that do not "
                          f"belong together")
     return model, tokenizer
+
+
+def load_block_model(path: str, auto_class: Any, **kwargs):
+    """A saved model with a block-wise compressed embedding (``config.block_embedding``), loaded without running
+    the modelling code in its folder: the Auto class's own model class with the blocks installed, then the saved
+    weights (all of them, strictly)."""
+    from safetensors.torch import load_file
+
+    from kdkit.models.block_embedding import install_blocks
+
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    config.auto_map = None  # the class comes from transformers here, not from the folder
+    model = install_blocks(auto_class._model_mapping[type(config)](config), config.block_embedding)
+    files = sorted(Path(path).glob("model*.safetensors"))
+    if not files:
+        raise OSError(f"no model*.safetensors in {path}")
+    state = {}
+    for file in files:
+        state.update(load_file(file))
+    model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -161,3 +161,26 @@ def test_export_loads_with_plain_transformers(tmp_path, kind):
     assert torch.allclose(torch.tensor(json.loads(done.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["block_embedding"]["ranks"] == model.get_input_embeddings().ranks
+
+
+def test_kdkit_loads_a_compressed_export_without_its_code(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from kdkit.loading import load_model
+    from tiny import make_tiny_lm
+
+    folder = make_tiny_lm(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    matrix = ec.embedding_matrix(model)
+    v, d = matrix.shape
+    ec.replace_embedding(model, ec.compress_embedding(matrix, ec.frequency_scores([[1, 2, 2]], v), (v + d) * 5))
+    assert ec.auto_class_name(model) == "AutoModelForCausalLM"
+    ec.save_with_code(model.eval(), tmp_path / "out")
+    (tmp_path / "out" / "modeling_block_embedding.py").write_text("raise SystemExit('the folder code ran')\n")
+    for file in (folder / "tokenizer.json", folder / "tokenizer_config.json"):
+        (tmp_path / "out" / file.name).write_bytes(file.read_bytes())
+    loaded, _ = load_model(str(tmp_path / "out"), AutoModelForCausalLM, "student.model")
+    ids = torch.tensor([[3, 5, 7, 2]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
+    assert loaded.get_input_embeddings().ranks == model.get_input_embeddings().ranks

@@ -42,6 +42,7 @@ from kdkit.capture import Capture, Representations
 from kdkit.config import TrainConfig
 from kdkit.engine.checkpoints import STAGING_DIR, checkpoints, commit, last_complete_checkpoint
 from kdkit.errors import ConfigError, NumericalError
+from kdkit.students.embedding import save_with_code
 from kdkit.terms import Needs, Term, count_units
 
 logger = logging.getLogger(__name__)
@@ -421,7 +422,7 @@ class DistillationTrainer(Trainer):
         output_dir = Path(output_dir)
         if self.args.should_save:
             student = self.accelerator.unwrap_model(self.model).student
-            student.save_pretrained(output_dir)
+            save_with_code(student, output_dir)  # save_pretrained, plus the modelling code of a compressed embedding
             if tokenizer is not None:
                 tokenizer.save_pretrained(output_dir)
         return output_dir

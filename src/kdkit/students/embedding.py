@@ -247,16 +247,33 @@ class {name}(_Base):
 '''
 
 
-def save_with_code(model: nn.Module, folder, auto_class: str) -> None:
+_AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForSeq2SeqLM",
+                 "AutoModelForMaskedLM", "AutoModel")
+
+
+def auto_class_name(model: nn.Module) -> str:
+    """The transformers Auto class whose mapping holds the model's class (``AutoModelForCausalLM`` for
+    ``LlamaForCausalLM``)."""
+    import transformers
+
+    for name in _AUTO_CLASSES:
+        mapping = getattr(transformers, name)._model_mapping
+        if type(model) in mapping.values():
+            return name
+    raise ValueError(f"{type(model).__name__} is not a class of transformers' Auto classes {_AUTO_CLASSES}")
+
+
+def save_with_code(model: nn.Module, folder, auto_class: str | None = None) -> None:
     """``model.save_pretrained(folder)`` plus the modelling code that lets plain transformers load a model with a
     compressed embedding: ``AutoX.from_pretrained(folder, trust_remote_code=True)`` for ``auto_class`` ``AutoX``
-    (``config.auto_map``). A model without one is saved as it is."""
+    (``config.auto_map``; found from the model's class when not given). A model without one is saved as it is."""
     from pathlib import Path
 
     spec = getattr(model.config, "block_embedding", None)
     if spec is None:
         model.save_pretrained(folder)
         return
+    auto_class = auto_class or auto_class_name(model)
     base = type(model).__name__
     name = f"Block{base}"
     model.config.auto_map = {auto_class: f"modeling_block_embedding.{name}"}
