@@ -134,6 +134,33 @@ class TeacherConfig(_Strict):
     cache_dense_max: Count = 1024
 
 
+class EmbeddingConfig(_Strict):
+    """Block-wise compression of the student's word embedding after it is built (GroupReduce, NeurIPS 2018;
+    DiscBlock, Findings EMNLP 2021; :mod:`kdkit.students.embedding`), then distilled as the recipe says.
+
+    ``method``: ``svd`` (one block, plain truncated SVD: the baseline), ``frequency`` (GroupReduce's importance) or
+    ``tfidf`` (DiscBlock's, over the training texts). The factors get ``fraction`` (0, 1) of the embedding
+    matrix's parameters, or ``parameters`` (give one). ``blocks`` 1..64 (k-means on the log-importance),
+    ``refine`` 0..20 rounds of GroupReduce's refinement; ``tfidf_alpha``/``tfidf_beta`` in [0, 10] are
+    DiscBlock's tf̄ = α + β/N·Σ_d tf/max_tf.
+    """
+
+    method: Literal["svd", "frequency", "tfidf"] = "tfidf"
+    fraction: float | None = Field(None, gt=0, lt=1)
+    parameters: Count | None = None
+    blocks: int = Field(4, ge=1, le=64)
+    refine: int = Field(0, ge=0, le=20)
+    tfidf_alpha: float = Field(0.5, ge=0, le=10)
+    tfidf_beta: float = Field(0.5, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "EmbeddingConfig":
+        if (self.fraction is None) == (self.parameters is None):
+            raise ValueError("give the factors' size as one of 'fraction' (of the embedding's parameters) or "
+                             "'parameters'")
+        return self
+
+
 class StudentConfig(_Strict):
     """How the student is built: ``init`` names a builder of :mod:`kdkit.students` (``teacher_layers``, ``config``,
     ``pretrained``, ``bilstm``, ...), which says which of ``layers``, ``model`` and ``overrides`` it reads.
@@ -145,13 +172,15 @@ class StudentConfig(_Strict):
       ``overrides`` hold its shape and ``embedding: teacher|random`` (see kdkit.students.bilstm).
 
     ``layers``: at most 256 indices, each 0..4095; ``overrides`` are checked against the model's own rules when it
-    is built (positive sizes, heads dividing the width, ...).
+    is built (positive sizes, heads dividing the width, ...). ``embedding`` compresses the built student's word
+    embedding into low-rank blocks (:class:`EmbeddingConfig`).
     """
 
     init: str = "teacher_layers"
     layers: list[LayerIndex] | None = Field(None, max_length=256)
     model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+    embedding: EmbeddingConfig | None = None
 
     @field_validator("init")
     @classmethod

@@ -184,3 +184,53 @@ def test_kdkit_loads_a_compressed_export_without_its_code(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
     assert loaded.get_input_embeddings().ranks == model.get_input_embeddings().ranks
+
+
+@pytest.mark.parametrize("method", ["tfidf", "svd"])
+def test_a_recipe_distils_a_compressed_student_and_exports_it(tiny_recipe, tmp_path, method):
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    from kdkit import api
+    from kdkit.loading import load_model
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_recipe["teacher"]["model"])
+    v, d = teacher.get_input_embeddings().weight.shape
+    tiny_recipe["student"]["embedding"] = {"method": method, "fraction": 0.25, "blocks": 2}
+    api.distill(tiny_recipe)
+    out = tmp_path / "run" / "student"
+    config = json.loads((out / "config.json").read_text())
+    spec = config["block_embedding"]
+    assert sum(r * (n + d) for n, r in zip(spec["block_sizes"], spec["ranks"])) <= 0.25 * v * d
+    assert len(spec["ranks"]) == (2 if method == "tfidf" else 1)
+    assert config["auto_map"] == {"AutoModelForSequenceClassification": "modeling_block_embedding."
+                                  "BlockBertForSequenceClassification"}
+    student, _ = load_model(str(out), AutoModelForSequenceClassification, "student.model")
+    dense = sum(p.numel() for p in teacher.parameters())
+    assert sum(p.numel() for p in student.parameters()) < dense - 0.75 * v * d  # 2 of 4 blocks gone, and the matrix
+
+
+def test_compression_is_refused_by_a_task_without_training_texts(tmp_path):
+    from kdkit.engine.pipeline import TrainerTask
+    from kdkit.errors import ConfigError
+
+    class NoTexts(TrainerTask):
+        name = "none"
+
+    recipe = type("R", (), {"task": "none"})()
+    with pytest.raises(ConfigError, match="student.embedding"):
+        NoTexts().training_texts(recipe, None)
+
+
+def test_embedding_section_needs_exactly_one_budget():
+    from pydantic import ValidationError
+
+    from kdkit.config import EmbeddingConfig
+
+    with pytest.raises(ValidationError, match="one of 'fraction'"):
+        EmbeddingConfig(method="svd")
+    with pytest.raises(ValidationError, match="one of 'fraction'"):
+        EmbeddingConfig(fraction=0.1, parameters=100)
+    with pytest.raises(ValidationError):
+        EmbeddingConfig(fraction=1.5)

@@ -49,6 +49,7 @@ from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_t
 from kdkit.signals.live import teacher_inputs
 from kdkit.store import ArtifactStore, digest
 from kdkit.students import StudentContext, build_student
+from kdkit.students.embedding import compress_student
 from kdkit.terms import SetupContext, build_terms, signal_spec
 
 
@@ -110,6 +111,12 @@ class TrainerTask(Task):
                              load_pretrained=lambda name, key: load_model(name, self.auto_class, key),
                              load_config=model_config, load_tokenizer=load_tokenizer)
         return build_student(recipe.student, ctx)
+
+    def training_texts(self, recipe: Recipe, data: Any) -> list[str]:
+        """The training split's texts as the student reads them (the corpus that word importances are counted
+        over, ``student.embedding``)."""
+        raise ConfigError(f"recipe key 'student.embedding': the {recipe.task} task does not compress embeddings "
+                          f"(it gives no training texts to score words on)")
 
     def finetune_teacher(self, recipe: Recipe, data: Any) -> str:
         """Fine-tune the teacher as ``teacher.finetune`` says, once (kept in the artifact store); its folder."""
@@ -204,6 +211,9 @@ class TrainerTask(Task):
             self.load_teacher(recipe, data, teacher_path)
         check_max_length(recipe, teacher, "teacher")
         student, tokenizer = self.build_student(recipe, data, teacher, teacher_tokenizer)
+        if recipe.student.embedding is not None:
+            compress_student(student, tokenizer, self.training_texts(recipe, data), recipe.student.embedding,
+                             seed=recipe.training.seed)
         check_max_length(recipe, student, "student")
         check_layer_maps(recipe, teacher, student)
         module = DistillationModule(student, build_terms(recipe.losses, teacher, student),

@@ -205,6 +205,27 @@ def svd_embedding(matrix: torch.Tensor, budget: int, padding_idx: int | None = N
     return BlockEmbedding.from_factors(torch.arange(v), [u], [vh], padding_idx=padding_idx)
 
 
+# --- students --------------------------------------------------------------------------------------------------------
+def compress_student(model: nn.Module, tokenizer, texts: Sequence[str], cfg, seed: int = 0) -> BlockEmbedding:
+    """Replace ``model``'s word embedding by its block-wise compression as ``cfg`` (the recipe's
+    ``student.embedding``) says, the importance counted over ``texts`` tokenised as the model reads them (special
+    tokens included); the new embedding."""
+    matrix = embedding_matrix(model)
+    v, d = matrix.shape
+    budget = cfg.parameters or int(cfg.fraction * v * d)
+    old = model.get_input_embeddings()
+    padding_idx = getattr(old, "padding_idx", None)
+    if cfg.method == "svd":
+        embedding = svd_embedding(matrix, budget, padding_idx)
+    else:
+        documents = tokenizer(list(texts), truncation=False)["input_ids"]
+        scores = frequency_scores(documents, v) if cfg.method == "frequency" else \
+            tfidf_scores(documents, v, cfg.tfidf_alpha, cfg.tfidf_beta)
+        embedding = compress_embedding(matrix, scores, budget, cfg.blocks, cfg.refine, seed, padding_idx)
+    replace_embedding(model, embedding)
+    return embedding
+
+
 # --- models ----------------------------------------------------------------------------------------------------------
 def embedding_matrix(model: nn.Module) -> torch.Tensor:
     return model.get_input_embeddings().weight.detach()

@@ -105,6 +105,9 @@ class ClassificationTask(TrainerTask):
     def load_teacher(self, recipe, data, path):
         return load_classifier(path, data.label_names, eager=recipe.needs_attentions(), key="teacher.model")
 
+    def training_texts(self, recipe, data):
+        return list(data.splits["train"]["text"])
+
     def build_student(self, recipe, data, teacher, teacher_tokenizer):
         labels = data.label_names
         ctx = StudentContext(

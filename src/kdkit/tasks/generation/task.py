@@ -186,6 +186,9 @@ class GenerationTask(TrainerTask):
     def load_data(self, recipe):
         return load_data(recipe.data)
 
+    def training_texts(self, recipe, data):
+        return [example.prompt + example.completion for example in data["train"]]
+
     def load_teacher(self, recipe, data, path):
         return load_causal_lm(path, "teacher.model")
 
