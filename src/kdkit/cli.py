@@ -1,4 +1,4 @@
-"""The ``kdkit`` command line: ``distill``, ``cache``, ``compare``, ``eval``, ``info`` and ``quickstart``.
+"""The ``kdkit`` command line: ``distill``, ``cache``, ``compare``, ``eval``, ``export``, ``info`` and ``quickstart``.
 
 Exit codes, each with one line on stderr and no traceback:
 
@@ -211,6 +211,26 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
         _print_report(result)
     else:
         print(json.dumps(result, indent=2))
+
+
+@app.command()
+@_command
+def export(model: str = typer.Argument(..., help="A saved student folder (a classifier or a causal LM, its embedding "
+                                                 "compressed or not), named model or hub id."),
+           onnx: str = typer.Option(..., "--onnx", help="Folder to write model.onnx, the tokenizer and "
+                                                         "onnx_report.json to."),
+           length: int = typer.Option(64, min=1, max=TOKENS_MAX, help="Tokens per sequence when timing."),
+           repeats: int = typer.Option(10, min=1, max=10_000, help="Timed runs per batch size (medians)."),
+           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --onnx folder.")) -> None:
+    """Export a student to ONNX, check onnxruntime's logits against PyTorch's, and time both on this CPU."""
+    from kdkit.export import export_onnx
+
+    report = export_onnx(model, onnx, length=length, repeats=repeats, overwrite=overwrite)
+    print(f"wrote {Path(onnx) / 'model.onnx'} ({report['onnx_bytes'] / 1e6:.1f} MB); max |logit difference| vs "
+          f"PyTorch {report['parity_max_abs_difference']:.2e}")
+    for batch, row in report["latency_ms"].items():
+        print(f"batch {batch}, {length} tokens: PyTorch {row['pytorch_ms']:.1f} ms, onnxruntime "
+              f"{row['onnxruntime_ms']:.1f} ms ({row['speedup']:.2f}x)")
 
 
 @app.command()
