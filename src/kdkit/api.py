@@ -37,6 +37,40 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     return get_task(recipe.task).run(recipe, resume=resume, overwrite=overwrite, force=force)
 
 
+def compress(recipe: str | Path | dict, overrides: list[str] | None = None, *, params: str | None = None,
+             size: str | None = None, resume: bool = False, overwrite: bool = False) -> dict:
+    """``kdkit compress``: a student of the recipe's teacher that fits a budget (``params``: a count or ``15%`` of
+    the teacher's; ``size``: bytes such as ``20MB``), chosen by :func:`kdkit.students.budget.plan_student` (teacher
+    blocks, then the share of the word embedding the block-wise factors get), distilled with the recipe's losses
+    and training; the report gains ``compress`` (budget, plan, where the student landed)."""
+    import json
+
+    from kdkit.students.budget import parse_budget, plan_student
+
+    base = _recipe(recipe, overrides)
+    task = get_task(base.task)
+    if base.teacher is None or not hasattr(task, "load_teacher"):
+        raise ConfigError(f"kdkit compress makes a student of a teacher: the recipe needs a 'teacher' section and a "
+                          f"task that trains with one (task '{base.task}')")
+    teacher, _ = task.load_teacher(base, task.load_data(base), base.teacher.model)
+    budget = parse_budget(params, size, sum(p.numel() for p in teacher.parameters()))
+    plan = plan_student(teacher, budget)
+    del teacher
+    student = {"init": "teacher_layers", "layers": plan.layers}
+    if plan.embedding_fraction is not None:
+        chosen = base.student.embedding
+        keep = chosen.model_dump(exclude={"fraction", "parameters"}) if chosen is not None else {}
+        student["embedding"] = {**keep, "fraction": plan.embedding_fraction}
+    final = _recipe(recipe, [*(overrides or []), f"student={json.dumps(student)}"])
+    report = distill(final, resume=resume, overwrite=overwrite)
+    if report:  # empty on the non-main processes
+        landed = report["student"]["params"]
+        report["compress"] = {**plan.as_dict(), "student_parameters": landed,
+                              "share_of_teacher": landed / plan.teacher_parameters, "within_budget": landed <= budget}
+        (final.resolved_output_dir() / "compress.json").write_text(json.dumps(report["compress"], indent=1))
+    return report
+
+
 def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, rebuild: bool = False) -> dict:
     """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
     recipe = _recipe(recipe, overrides)

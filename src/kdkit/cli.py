@@ -1,4 +1,5 @@
-"""The ``kdkit`` command line: ``distill``, ``cache``, ``compare``, ``eval``, ``export``, ``info`` and ``quickstart``.
+"""The ``kdkit`` command line: ``distill``, ``compress``, ``cache``, ``compare``, ``eval``, ``export``, ``info`` and
+``quickstart``.
 
 Exit codes, each with one line on stderr and no traceback:
 
@@ -211,6 +212,30 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
         _print_report(result)
     else:
         print(json.dumps(result, indent=2))
+
+
+@app.command()
+@_command
+def compress(recipe: str = typer.Argument(..., help="A recipe YAML file or a shipped recipe name (its teacher, task, "
+                                                    "data, losses and training)."),
+             params: Optional[str] = typer.Option(None, "--params", help="Budget in parameters: a count or a "
+                                                                          "percentage of the teacher's (15%)."),
+             size: Optional[str] = typer.Option(None, "--bytes", help="Budget in bytes of float32 weights (20MB)."),
+             set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in output_dir."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir.")) -> None:
+    """Make a student of the recipe's teacher that fits a size budget (teacher blocks, then a block-wise compressed
+    word embedding), distil it as the recipe says and report where it landed."""
+    from kdkit import api
+
+    report = api.compress(recipe, set_, params=params, size=size, resume=resume, overwrite=overwrite)
+    _print_report(report)
+    if report:
+        c = report["compress"]
+        shown = "whole" if c["embedding_fraction"] is None else f"{c['embedding_fraction']:.1%} of its parameters"
+        print(f"compress: budget {c['budget']:,} parameters; student {c['student_parameters']:,} "
+              f"({c['share_of_teacher']:.1%} of the teacher's {c['teacher_parameters']:,}): teacher blocks "
+              f"{c['layers']}, word embedding {shown}")
 
 
 @app.command()
