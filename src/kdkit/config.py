@@ -138,20 +138,26 @@ class EmbeddingConfig(_Strict):
     """Block-wise compression of the student's word embedding after it is built (GroupReduce, NeurIPS 2018;
     DiscBlock, Findings EMNLP 2021; :mod:`kdkit.students.embedding`), then distilled as the recipe says.
 
-    ``method``: ``svd`` (one block, plain truncated SVD: the baseline), ``frequency`` (GroupReduce's importance) or
-    ``tfidf`` (DiscBlock's, over the training texts). The factors get ``fraction`` (0, 1) of the embedding
+    ``method``: ``svd`` (one block, plain truncated SVD: the baseline), ``frequency`` (GroupReduce's importance),
+    ``tfidf`` (DiscBlock's, over the training texts) or ``differentiable`` (DiscBlock's: per-word gates trained with
+    the task's supervised loss for ``gate_steps`` 1..10⁵ batches, mean gate pulled to ``gate_target`` (0, 1) with
+    weight ``gate_weight`` [0, 10⁴], Adam at ``gate_lr``). The factors get ``fraction`` (0, 1) of the embedding
     matrix's parameters, or ``parameters`` (give one). ``blocks`` 1..64 (k-means on the log-importance),
     ``refine`` 0..20 rounds of GroupReduce's refinement; ``tfidf_alpha``/``tfidf_beta`` in [0, 10] are
     DiscBlock's tf̄ = α + β/N·Σ_d tf/max_tf.
     """
 
-    method: Literal["svd", "frequency", "tfidf"] = "tfidf"
+    method: Literal["svd", "frequency", "tfidf", "differentiable"] = "tfidf"
     fraction: float | None = Field(None, gt=0, lt=1)
     parameters: Count | None = None
     blocks: int = Field(4, ge=1, le=64)
     refine: int = Field(0, ge=0, le=20)
     tfidf_alpha: float = Field(0.5, ge=0, le=10)
     tfidf_beta: float = Field(0.5, ge=0, le=10)
+    gate_steps: int = Field(200, ge=1, le=100_000)
+    gate_target: float = Field(0.5, gt=0, lt=1)
+    gate_weight: float = Field(10.0, ge=0, le=1e4)
+    gate_lr: LearningRate = 0.1
 
     @model_validator(mode="after")
     def _one_budget(self) -> "EmbeddingConfig":

@@ -234,3 +234,55 @@ def test_embedding_section_needs_exactly_one_budget():
         EmbeddingConfig(fraction=0.1, parameters=100)
     with pytest.raises(ValidationError):
         EmbeddingConfig(fraction=1.5)
+
+
+class _Bag(torch.nn.Module):
+    """Sum of word vectors → a read-out of their first coordinate, which only word 3 has."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.words = torch.nn.Embedding(10, 4)
+        with torch.no_grad():
+            self.words.weight.copy_(torch.randn(10, 4, generator=g))
+            self.words.weight[:, 0] = 0.0
+            self.words.weight[3, 0] = 2.0
+        self.readout = torch.tensor([1.0, 0.0, 0.0, 0.0])
+
+    def get_input_embeddings(self):
+        return self.words
+
+    def forward(self, ids):
+        return self.words(ids).sum(1) @ self.readout
+
+
+def test_gates_keep_the_words_the_task_needs():
+    model = _Bag()
+    g = torch.Generator().manual_seed(1)
+    batches = iter(lambda: torch.randint(0, 8, (16, 5), generator=g), None)  # ids 8, 9 never seen
+    before = model.words.weight.detach().clone()
+
+    def loss(ids):
+        target = (model.words.weight[ids].detach().sum(1) @ model.readout)  # the ungated output
+        return (model(ids) - target).pow(2).mean()
+
+    seen = torch.tensor([True] * 8 + [False] * 2)
+    gates = ec.gate_scores(model, batches, loss, seen, steps=150, target=0.5, weight=10.0, lr=0.1)
+    assert gates[3] > 0.85  # the word the read-out needs stays open
+    assert gates[[0, 1, 2, 4, 5, 6, 7]].max() < 0.5  # the others, which the loss does not see, are pulled down
+    assert gates[8] == gates[9] == gates[seen].min() and (gates > 0).all()
+    assert torch.equal(model.words.weight, before) and model.words.weight.requires_grad  # model untouched
+    assert not model.words._forward_hooks
+
+
+def test_a_recipe_compresses_by_trained_gates(tiny_recipe, tmp_path):
+    import json
+
+    from kdkit import api
+
+    tiny_recipe["student"]["embedding"] = {"method": "differentiable", "fraction": 0.3, "blocks": 2,
+                                           "gate_steps": 4}
+    api.distill(tiny_recipe)
+    spec = json.loads((tmp_path / "run" / "student" / "config.json").read_text())["block_embedding"]
+    (n0, _), (r0, r1) = spec["block_sizes"], spec["ranks"]
+    assert len(spec["ranks"]) == 2 and (r0 >= r1 or r0 == min(n0, spec["embedding_dim"]))  # more, or all it can

@@ -50,7 +50,7 @@ from kdkit.signals.live import teacher_inputs
 from kdkit.store import ArtifactStore, digest
 from kdkit.students import StudentContext, build_student
 from kdkit.students.embedding import compress_student
-from kdkit.terms import SetupContext, build_terms, signal_spec
+from kdkit.terms import SetupContext, build_terms, config_class, signal_spec
 
 
 class Task:
@@ -111,6 +111,8 @@ class TrainerTask(Task):
                              load_pretrained=lambda name, key: load_model(name, self.auto_class, key),
                              load_config=model_config, load_tokenizer=load_tokenizer)
         return build_student(recipe.student, ctx)
+
+    supervised_loss: ClassVar[str] = ""  # the task's teacher-free loss on gold targets (ce, nll)
 
     def training_texts(self, recipe: Recipe, data: Any) -> list[str]:
         """The training split's texts as the student reads them (the corpus that word importances are counted
@@ -211,8 +213,9 @@ class TrainerTask(Task):
             self.load_teacher(recipe, data, teacher_path)
         check_max_length(recipe, teacher, "teacher")
         student, tokenizer = self.build_student(recipe, data, teacher, teacher_tokenizer)
-        if recipe.student.embedding is not None:
-            compress_student(student, tokenizer, self.training_texts(recipe, data), recipe.student.embedding,
+        embedding = recipe.student.embedding
+        if embedding is not None and embedding.method != "differentiable":  # that one needs batches: prepare_all
+            compress_student(student, tokenizer, self.training_texts(recipe, data), embedding,
                              seed=recipe.training.seed)
         check_max_length(recipe, student, "student")
         check_layer_maps(recipe, teacher, student)
@@ -243,8 +246,36 @@ class TrainerTask(Task):
                 teacher_path = self.finetune_teacher(recipe, prep.data)
             prep = self.prepare(recipe, teacher_path, prep.data)
         splits = self.tokenize(prep)
+        if recipe.student.embedding is not None and recipe.student.embedding.method == "differentiable":
+            self.compress_by_gates(prep, splits["train"])
         self.setup_terms(prep, splits)
         return prep, splits, teacher_path
+
+    def compress_by_gates(self, prep: Prepared, train) -> None:
+        """``student.embedding.method: differentiable``: train per-word gates on the student with the task's
+        supervised loss (:func:`kdkit.students.embedding.gate_scores`), then compress by them."""
+        from torch.utils.data import DataLoader
+
+        from kdkit.students.embedding import frequency_scores, gate_scores
+
+        recipe, cfg = prep.recipe, prep.recipe.student.embedding
+        config = config_class(self.supervised_loss)(name=self.supervised_loss)
+        module = DistillationModule(prep.student, build_terms([config], None, prep.student),
+                                    forward=self.module_forward(recipe))
+        loader = DataLoader(train, batch_size=recipe.training.batch_size, shuffle=True,
+                            collate_fn=self.collator(prep),
+                            generator=torch.Generator().manual_seed(recipe.training.seed))
+
+        def batches():
+            while True:
+                yield from loader
+
+        texts = self.training_texts(recipe, prep.data)
+        vocab_size = prep.student.get_input_embeddings().weight.shape[0]
+        seen = frequency_scores(prep.tokenizer(texts)["input_ids"], vocab_size) > 1
+        scores = gate_scores(prep.student, batches(), lambda batch: module(batch)[0], seen, cfg.gate_steps,
+                             cfg.gate_target, cfg.gate_weight, cfg.gate_lr)
+        compress_student(prep.student, prep.tokenizer, texts, cfg, seed=recipe.training.seed, scores=scores)
 
     def run(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> dict:
         out = recipe.resolved_output_dir()

@@ -3,8 +3,9 @@
 
 The steps, each a function here:
 
-1. importance of every vocabulary id: :func:`frequency_scores` (GroupReduce) or :func:`tfidf_scores` (DiscBlock's
-   augmented TF-IDF over the task corpus);
+1. importance of every vocabulary id: :func:`frequency_scores` (GroupReduce), :func:`tfidf_scores` (DiscBlock's
+   augmented TF-IDF over the task corpus) or :func:`gate_scores` (DiscBlock's differentiable importance: per-word
+   gates trained with the task loss under a sparsity target);
 2. blocks: :func:`kmeans_blocks`, 1-D k-means on the log-scores (scores span orders of magnitude, so clusters on the
    raw values put nearly every word in one block), block 0 the most important;
 3. ranks: :func:`allocate_ranks`, r_b ∝ the block's mean score, scaled to the largest total that fits a parameter
@@ -22,7 +23,7 @@ compressed embedding into a model (and its tied output layer).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -63,6 +64,46 @@ def tfidf_scores(documents: Sequence[Sequence[int]], vocab_size: int, alpha: flo
     tf = alpha + beta / n * tf_sum
     idf = torch.clamp(torch.log(n / (df + 2)), min=0) + 1
     return tf * idf
+
+
+def gate_scores(model: nn.Module, batches: Iterator[dict], loss: Callable[[dict], torch.Tensor],
+                seen: torch.Tensor, steps: int, target: float = 0.5, weight: float = 10.0, lr: float = 0.1,
+                init: float = 0.9) -> torch.Tensor:
+    """The differentiable importance: a gate g_w = σ(θ_w) scales each word's embedding row, and θ alone is trained
+    (the model frozen, in eval mode) for ``steps`` batches on
+
+        L = task loss(batch) + ``weight`` · (mean_{w seen} g_w − ``target``)²
+
+    from g_w = ``init``: the penalty pulls every gate down alike, the task loss holds up the words it needs, so
+    after training g_w ranks words by what the task loses without them. ``seen`` (V,) marks the words of the
+    training texts; the others get the smallest trained gate. Returns the gates (V,), all positive."""
+    vocab_size = seen.shape[0]
+    theta = nn.Parameter(torch.full((vocab_size,), math.log(init / (1 - init))))
+    embedding = model.get_input_embeddings()
+
+    def scale(module, inputs, output):
+        return output * torch.sigmoid(theta)[inputs[0]].unsqueeze(-1).to(output.dtype)
+
+    hook = embedding.register_forward_hook(scale)
+    trainable = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval().requires_grad_(False)
+    optimiser = torch.optim.Adam([theta], lr=lr)
+    try:
+        for _ in range(steps):
+            penalty = weight * (torch.sigmoid(theta)[seen].mean() - target) ** 2
+            total = loss(next(batches)) + penalty
+            optimiser.zero_grad()
+            total.backward()
+            optimiser.step()
+    finally:
+        hook.remove()
+        for parameter, flag in zip(model.parameters(), trainable):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+    gates = torch.sigmoid(theta.detach()).double()
+    gates[~seen] = gates[seen].min()
+    return gates
 
 
 # --- blocks and ranks ------------------------------------------------------------------------------------------------
@@ -206,10 +247,11 @@ def svd_embedding(matrix: torch.Tensor, budget: int, padding_idx: int | None = N
 
 
 # --- students --------------------------------------------------------------------------------------------------------
-def compress_student(model: nn.Module, tokenizer, texts: Sequence[str], cfg, seed: int = 0) -> BlockEmbedding:
+def compress_student(model: nn.Module, tokenizer, texts: Sequence[str], cfg, seed: int = 0,
+                     scores: torch.Tensor | None = None) -> BlockEmbedding:
     """Replace ``model``'s word embedding by its block-wise compression as ``cfg`` (the recipe's
     ``student.embedding``) says, the importance counted over ``texts`` tokenised as the model reads them (special
-    tokens included); the new embedding."""
+    tokens included), or given as ``scores`` (the differentiable method's gates); the new embedding."""
     matrix = embedding_matrix(model)
     v, d = matrix.shape
     budget = cfg.parameters or int(cfg.fraction * v * d)
@@ -217,8 +259,12 @@ def compress_student(model: nn.Module, tokenizer, texts: Sequence[str], cfg, see
     padding_idx = getattr(old, "padding_idx", None)
     if cfg.method == "svd":
         embedding = svd_embedding(matrix, budget, padding_idx)
+    elif scores is not None:
+        embedding = compress_embedding(matrix, scores, budget, cfg.blocks, cfg.refine, seed, padding_idx)
     else:
         documents = tokenizer(list(texts), truncation=False)["input_ids"]
+        if cfg.method not in ("frequency", "tfidf"):
+            raise ValueError(f"the {cfg.method} importance needs its scores computed first")
         scores = frequency_scores(documents, v) if cfg.method == "frequency" else \
             tfidf_scores(documents, v, cfg.tfidf_alpha, cfg.tfidf_beta)
         embedding = compress_embedding(matrix, scores, budget, cfg.blocks, cfg.refine, seed, padding_idx)

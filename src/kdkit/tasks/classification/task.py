@@ -105,6 +105,8 @@ class ClassificationTask(TrainerTask):
     def load_teacher(self, recipe, data, path):
         return load_classifier(path, data.label_names, eager=recipe.needs_attentions(), key="teacher.model")
 
+    supervised_loss = "ce"
+
     def training_texts(self, recipe, data):
         return list(data.splits["train"]["text"])
 

@@ -186,6 +186,8 @@ class GenerationTask(TrainerTask):
     def load_data(self, recipe):
         return load_data(recipe.data)
 
+    supervised_loss = "nll"
+
     def training_texts(self, recipe, data):
         return [example.prompt + example.completion for example in data["train"]]
 
