@@ -216,8 +216,7 @@ def run(options: common.Options) -> common.Report:
 
     import trl
 
-    # a TRL step on the real pair takes about half a minute on 2 CPU cores, so the real run is short too
-    warmup, timed, repetitions = (1, 2, 2) if options.quick else (1, 3, 2)
+    warmup, timed, repetitions = (1, 2, 2) if options.quick else (1, 5, 3)
     steps = warmup + timed
     pair = _pair(options, n_batches=steps)
     kd_batches, trl_batches = _kdkit_batches(pair), _trl_batches(pair)
