@@ -12,7 +12,8 @@ if [ "${1:-}" = retrieval ]; then
        --document docs/retrieval.md --preamble experiments/retrieval_preamble.md
 fi
 if [ "${1:-}" = generation ]; then
-  exec .venv/bin/kdkit compare experiments/compare_gen_bbc.yaml experiments/compare_noisy_bbc.yaml \
+  exec .venv/bin/kdkit compare experiments/compare_gen_bbc.yaml experiments/tune_gen_bbc.yaml \
+       experiments/compare_gen15_bbc.yaml experiments/compare_noisy_bbc.yaml \
        --document docs/generation.md --preamble experiments/generation_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
