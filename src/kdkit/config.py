@@ -203,12 +203,20 @@ class StudentConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     """What the final report measures: latency at each of ``latency_batch_sizes`` (1..2¹⁶, at most 64 of them),
-    ``latency_repeats`` times (1..10⁶); ``dm_alpha`` in [0, 1]."""
+    ``latency_repeats`` times (1..10⁶); ``dm_alpha`` in [0, 1].
+
+    Variants of the student, each a row of its own beside the trained student (classification):
+    ``before``: the student as built (after any embedding compression), evaluated before training;
+    ``int8``: the trained student with its linear layers dynamically quantised to int8 and its word embedding (or
+    its block factors) stored as int8 rows (:func:`kdkit.models.int8.quantize_int8`), with its size in MB beside
+    the float student's."""
 
     split: Literal["validation", "test"] = "test"
     latency_batch_sizes: list[BatchSize] = Field(default_factory=lambda: [1, 32], max_length=64)
     latency_repeats: int = Field(20, gt=0, le=10**6)
     dm_alpha: float = Field(0.5, ge=0, le=1)
+    before: bool = False
+    int8: bool = False
 
 
 class GenerationsConfig(_Strict):

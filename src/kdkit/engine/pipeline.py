@@ -43,6 +43,7 @@ from kdkit.errors import CacheError, ConfigError, DataError, KdkitError
 from kdkit.loading import load_model, load_tokenizer, model_config
 from kdkit.report.card import write_model_card
 from kdkit.report.environment import environment
+from kdkit.report.evaluate import count_parameters
 from kdkit.report.report import write_report
 from kdkit.signals import CachedTeacher, LiveTeacher, SignalSpec, TeacherCache, build_cache, example_key
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer, real_token_ids
@@ -188,6 +189,37 @@ class TrainerTask(Task):
             write_report(out, report)
         return report
 
+    def evaluate_student(self, prep: Prepared, model, name: str) -> dict:
+        """One model's entry on the evaluation split, measured as the trained student is: the rows of
+        ``evaluation.before`` and ``evaluation.int8``. Tasks that offer those rows override it."""
+        raise ConfigError(f"task '{self.name}' has no evaluation.before or evaluation.int8 rows; leave both false")
+
+    def student_variants(self, prep: Prepared, out: Path) -> dict:
+        """The ``variants`` of the report: the student before training (measured by :meth:`run` before the first
+        step, read back from ``before.json``) and its int8 copy (:func:`kdkit.models.int8.quantize_int8`), as
+        ``evaluation`` asks."""
+        cfg = prep.recipe.evaluation
+        variants = {}
+        if cfg.before:
+            variants["before training"] = json.loads((out / BEFORE_RECORD).read_text())
+        if cfg.int8:
+            from kdkit.models.int8 import quantize_int8, state_bytes
+
+            model = quantize_int8(prep.student)
+            entry = self.evaluate_student(prep, model, "int8 (dynamic linear, int8 embedding rows)")
+            variants["int8"] = {**entry, "params": count_parameters(prep.student), "size_mb": state_bytes(model) / 1e6}
+        return variants
+
+    def _evaluate_before(self, prep: Prepared, out: Path) -> None:
+        """``evaluation.before``: the student as built, evaluated once before training into ``before.json`` (a
+        resumed run keeps the one its first start measured)."""
+        path = out / BEFORE_RECORD
+        if prep.recipe.evaluation.before and not path.exists():
+            was_training = prep.student.training
+            entry = self.evaluate_student(prep, prep.student, "student as built")
+            prep.student.train(was_training)
+            path.write_text(json.dumps(entry, indent=1) + "\n")
+
     def batch_hook(self, prep: Prepared):
         """A function the trainer applies to each training batch before the teacher sees it (see
         :class:`~kdkit.engine.trainer.DistillationTrainer`), or None (the default)."""
@@ -283,6 +315,9 @@ class TrainerTask(Task):
         if resume:
             check_resume_recipe(out, recipe, force=force)
         ours = resume  # whether output_dir holds this run, so a fault's log belongs there
+        if (recipe.evaluation.before or recipe.evaluation.int8) \
+                and type(self).evaluate_student is TrainerTask.evaluate_student:
+            self.evaluate_student(None, None, "")  # the one-line refusal, before anything is loaded or written
         try:
             prep, splits, teacher_path = self.prepare_all(recipe)
             if len(splits["train"]) == 0:
@@ -302,6 +337,7 @@ class TrainerTask(Task):
                 (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
                 (out / DATA_RECORD).write_text(json.dumps(train_digest, indent=1) + "\n")
                 (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+                self._evaluate_before(prep, out)
             ours = True
             state.wait_for_everyone()
             args = training_arguments(recipe.training, out / "checkpoints")
@@ -328,7 +364,14 @@ class TrainerTask(Task):
             return {}
         (out / "metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         results = self.evaluate(prep)
-        check_finite_metrics(results, recipe.evaluation.split)
+        variants = self.student_variants(prep, out)
+        if variants:
+            results["variants"] = variants
+            if "int8" in variants:  # the float student's size beside the int8 copy's
+                from kdkit.models.int8 import state_bytes
+
+                results["student"]["size_mb"] = state_bytes(prep.student) / 1e6
+        check_finite_metrics({**results, **variants}, recipe.evaluation.split)
         report = {"task": self.name, "primary_metric": self.primary_metric, **results,
                   "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
         write_report(out, report)
@@ -423,6 +466,7 @@ def check_resume_recipe(out: Path, recipe: Recipe, *, force: bool) -> None:
 
 
 DATA_RECORD = "train_data.json"
+BEFORE_RECORD = "before.json"  # evaluation.before: the student measured before its first step
 
 
 def data_digest(train) -> dict:

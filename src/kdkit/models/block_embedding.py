@@ -71,14 +71,18 @@ class BlockEmbedding(nn.Module):
             out = part if out is None else out + part
         return out
 
+    def factors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(U_b, V_b) of every block."""
+        return list(zip(self.us, self.vs))
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden`` (…, d) times the embedding's transpose: (…, V) in vocabulary order."""
-        parts = [(hidden @ v.T) @ u.T for u, v in zip(self.us, self.vs)]
+        parts = [(hidden @ v.T) @ u.T for u, v in self.factors()]
         return torch.cat(parts, dim=-1).index_select(-1, self.position)
 
     def dense(self) -> torch.Tensor:
         """The (V × d) matrix the factors stand for (for checks and reports; never needed by forward)."""
-        return torch.cat([u @ v for u, v in zip(self.us, self.vs)]).index_select(0, self.position)
+        return torch.cat([u @ v for u, v in self.factors()]).index_select(0, self.position)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -248,9 +248,10 @@ def _common_batch_sizes(reports: list[dict]) -> list[str]:
     return sorted(sizes or (), key=int)
 
 
-def _index_mb(entries: list[dict]) -> float | None:
-    """Median over seeds of a retrieval model's index size (MB); None for models without an index."""
-    sizes = [e["index_mb"] for e in entries if e.get("index_mb") is not None]
+def _median_of(entries: list[dict], key: str) -> float | None:
+    """Median over seeds of an entry's ``key`` (``index_mb``: a retrieval model's index; ``size_mb``: the model's
+    state dict on disk); None when no entry has it."""
+    sizes = [e[key] for e in entries if e.get(key) is not None]
     return statistics.median(sizes) if sizes else None
 
 
@@ -305,7 +306,7 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                      "n": len({item["seed"] for item in items}), "evaluations": len(entries),
                      "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": mean,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
-                     "params": entries[0]["params"], "index_mb": _index_mb(entries),
+                     "params": entries[0]["params"], "index_mb": _median_of(entries, "index_mb"),
                      "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
     references: dict[str, list[tuple[int, dict]]] = {}  # untrained systems measured beside (BM25, zero-shot)
@@ -321,30 +322,17 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                      "evaluations": len(entries), "score_mean": mean, "score_std": None if len(set(scores)) == 1
                      else std, "scores": scores, "teacher_score": None,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
-                     "params": entries[0]["params"], "index_mb": _index_mb(entries),
+                     "params": entries[0]["params"], "index_mb": _median_of(entries, "index_mb"),
                      "latency_ms": _latency_ms(entries, sizes), "speedup": {}, "dm": None})
     students = []
     for name, items in results.items():
-        reports = [item["report"] for item in items]
-        scores = [metrics_of(r["student"])[primary] for r in reports]
-        mean, std = _mean_std(scores)
-        params = reports[0]["student"]["params"]
-        paired = [r for r in reports if r.get("teacher") is not None]  # all or none: one recipe per run
-        teacher_mean = statistics.fmean(metrics_of(r["teacher"])[primary] for r in paired) if paired else None
-        teacher_params = paired[0]["teacher"]["params"] if paired else None
-        students.append({
-            "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source") or ""),
-            "n": len(reports), "seeds": [item["seed"] for item in items],
-            "status": {str(item["seed"]): item["status"] for item in items},
-            "dirs": [item["dir"] for item in items],
-            "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": teacher_mean,
-            "metrics_mean": _other_means([r["student"] for r in reports], primary), "params": params,
-            "index_mb": _index_mb([r["student"] for r in reports]),
-            "latency_ms": _latency_ms([r["student"] for r in reports], sizes),
-            "speedup": {b: statistics.median(r["teacher"]["latency"][b]["median_s"]
-                                             / r["student"]["latency"][b]["median_s"] for r in paired)
-                        for b in sizes} if paired else {},
-            "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None})
+        students.append(_student_row(name, items, lambda report: report["student"], primary, sizes, alpha))
+        variants = dict.fromkeys(v for item in items for v in item["report"].get("variants") or {})
+        for variant in variants:  # the student before training, its int8 copy: rows of their own
+            having = [item for item in items if variant in (item["report"].get("variants") or {})]
+            row = _student_row(f"{name} · {variant}", having,
+                               lambda report, v=variant: report["variants"][v], primary, sizes, alpha)
+            students.append({**row, "variant": variant, "dirs": []})
     students.sort(key=lambda row: -row["score_mean"])
     base = next((row for row in students if row["run"] == baseline), None)
     for row in students:
@@ -354,7 +342,7 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
         row["delta_std"] = math.sqrt(row["score_std"] ** 2 / row["n"] + base["score_std"] ** 2 / base["n"]) \
             if both else None
         row["delta_ci"] = paired_interval(row, base, primary) if base is not None and row is not base \
-            and row["delta_std"] is None else None
+            and row["delta_std"] is None and not row.get("variant") else None
     rows += students
     for row in rows:
         row["pareto"] = not any(
@@ -362,6 +350,31 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             and (other["params"] < row["params"] or other["score_mean"] > row["score_mean"]) for other in rows)
     return {"primary_metric": primary, "alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes],
             "std": "sample (n-1)", "rows": rows}
+
+
+def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: list[str], alpha: float) -> dict:
+    """A student row over the seeds of one run; ``entry_of(report)`` picks the evaluated model (the student, or
+    one of its variants)."""
+    reports = [item["report"] for item in items]
+    entries = [entry_of(r) for r in reports]
+    scores = [metrics_of(entry)[primary] for entry in entries]
+    mean, std = _mean_std(scores)
+    params = entries[0]["params"]
+    paired = [(r["teacher"], e) for r, e in zip(reports, entries) if r.get("teacher") is not None]
+    teacher_mean = statistics.fmean(metrics_of(t)[primary] for t, _ in paired) if paired else None
+    teacher_params = paired[0][0]["params"] if paired else None
+    return {
+        "run": name, "role": "student", "teacher": str(reports[0].get("teacher_source") or ""),
+        "n": len(reports), "seeds": [item["seed"] for item in items],
+        "status": {str(item["seed"]): item["status"] for item in items},
+        "dirs": [item["dir"] for item in items],
+        "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": teacher_mean,
+        "metrics_mean": _other_means(entries, primary), "params": params,
+        "index_mb": _median_of(entries, "index_mb"), "size_mb": _median_of(entries, "size_mb"),
+        "latency_ms": _latency_ms(entries, sizes),
+        "speedup": {b: statistics.median(t["latency"][b]["median_s"] / e["latency"][b]["median_s"]
+                                         for t, e in paired) for b in sizes} if paired else {},
+        "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None}
 
 
 def paired_interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
@@ -399,8 +412,10 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     primary = board["primary_metric"]
     others = _other_metric_names(board)
     indexed = any(row.get("index_mb") is not None for row in board["rows"])
+    sized = any(row.get("size_mb") is not None for row in board["rows"])
     header = (["run", "seeds", metric_header(primary)] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
               + [metric_header(name) for name in others] + [f"teacher {primary} (%)", "params (M)"]
+              + (["size (MB)"] if sized else [])
               + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
               + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
@@ -418,6 +433,7 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
         body.append([row["run"], str(row["n"]), score, *delta]
                     + [show_metric(name, row["metrics_mean"].get(name)) for name in others]
                     + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
+                    + (["—" if row.get("size_mb") is None else f"{row['size_mb']:.1f}"] if sized else [])
                     + (["—" if row.get("index_mb") is None else f"{row['index_mb']:.1f}"] if indexed else [])
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
                     + [f"{row['speedup'][b]:.2f}x" if b in row["speedup"] else "—" for b in sizes]

@@ -8,7 +8,9 @@
 
 ``index_mb`` (retrieval: what the model's index of the corpus takes) adds a column; ``latency_unit`` in
 ``results`` says what one timed call is (default "one forward pass"); ``references`` (name → entry) are untrained
-systems measured beside (BM25, the student's model before training), shown as rows without ratios.
+systems measured beside (BM25, the student's model before training), shown as rows without ratios; ``variants``
+(name → entry) are other forms of the trained student (``before training``, ``int8``), shown as student rows with
+their own ratios. ``size_mb`` (the state dict on disk) adds a column.
 
 The derived numbers (speedup per batch size, student/teacher ratios of the primary metric and of the sizes,
 distillation metric) are computed here by :func:`compare`, so the markdown and the JSON never disagree. A
@@ -65,26 +67,34 @@ def render_markdown(results: dict) -> str:
     alpha = results.get("dm_alpha", 0.5)
     primary = primary_of(results)
     names = metric_names(primary, [results[role] for role in roles])
-    indexed = any("index_mb" in results[role] for role in roles)  # retrieval: what serving the corpus takes
+    variants = results.get("variants") or {}  # the student before training, its int8 copy
+    models = [results[role] for role in roles] + list(variants.values())
+    indexed = any("index_mb" in entry for entry in models)  # retrieval: what serving the corpus takes
+    sized = any("size_mb" in entry for entry in models)  # on disk: beside an int8 copy
     header = (["model", "params (M)"] + [metric_header(name) for name in names]
+              + (["size (MB)"] if sized else [])
               + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
               + ([f"speedup b{b}" for b in sizes] + [f"{primary} ratio", f"DM (α={alpha:g})"] if paired else []))
     rows = []
-    for role in roles:
-        entry = results[role]
+    students = [(f"{role}: {results[role].get('name', role)}", role, results[role], derived) for role in roles] + [
+        (f"student, {name}", "variant", entry, compare({**results, "student": entry}) if paired else {})
+        for name, entry in variants.items()]
+    for label, role, entry, ours in students:
         metrics = metrics_of(entry)
-        is_student = role == "student"
-        rows.append([f"{role}: {entry.get('name', role)}", f"{entry['params'] / 1e6:.2f}"]
+        is_student = role != "teacher"
+        rows.append([label, f"{entry['params'] / 1e6:.2f}"]
                     + [show_metric(name, metrics.get(name)) for name in names]
+                    + ([_megabytes(entry.get("size_mb"))] if sized else [])
                     + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" for b in sizes]
-                    + ([f"{derived['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
-                       + [_ratio(derived["score_ratio"]) if is_student else "100.0%",
-                          _dm(derived["distillation_metric"]) if is_student else "—"] if paired else []))
+                    + ([f"{ours['speedup'][b] if is_student else 1:.2f}x" for b in sizes]
+                       + [_ratio(ours["score_ratio"]) if is_student else "100.0%",
+                          _dm(ours["distillation_metric"]) if is_student else "—"] if paired else []))
     for name, entry in (results.get("references") or {}).items():  # untrained systems measured beside
         metrics = metrics_of(entry)
         rows.append([f"reference: {name}", f"{entry['params'] / 1e6:.2f}"]
                     + [show_metric(metric, metrics.get(metric)) for metric in names]
+                    + ([_megabytes(entry.get("size_mb"))] if sized else [])
                     + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" if b in entry.get("latency", {}) else "—"
                        for b in sizes] + (["—"] * (len(sizes) + 2) if paired else []))

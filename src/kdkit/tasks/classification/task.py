@@ -209,6 +209,12 @@ class ClassificationTask(TrainerTask):
                              recipe.data.max_length, recipe.evaluation, batch_size=recipe.training.eval_batch_size,
                              names=names)
 
+    def evaluate_student(self, prep, model, name):
+        recipe = prep.recipe
+        with torch.inference_mode():
+            return _model_entry(name, model, prep.tokenizer, prep.data, recipe.data.max_length, recipe.evaluation,
+                                batch_size=recipe.training.eval_batch_size)
+
 
 def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
                  batch_size: int, scores: dict | None = None) -> dict:
