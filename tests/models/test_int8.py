@@ -75,3 +75,24 @@ def test_quantize_int8_keeps_the_predictions_and_shrinks_the_model(compressed):
     assert (ours - theirs).abs().max() < 0.1 * theirs.abs().max()
     # int8 weights: about a quarter of the float bytes (position embeddings, norms and scales stay float)
     assert state_bytes(int8) < 0.35 * state_bytes(model)
+
+
+def test_quantize_int8_of_a_compressed_tied_causal_lm_reads_the_int8_factors(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from kdkit.students import embedding as ec
+    from tiny import make_tiny_lm
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_lm(tmp_path / "lm")).eval()
+    matrix = ec.embedding_matrix(model)
+    v, d = matrix.shape
+    ec.replace_embedding(model, ec.compress_embedding(matrix, torch.rand(v) + 0.1, budget=(v + d) * 8, n_blocks=2))
+    int8 = quantize_int8(model)
+    embedding = int8.get_input_embeddings()
+    assert isinstance(embedding, Int8BlockEmbedding)
+    assert isinstance(int8.get_output_embeddings(), BlockLogits)
+    assert int8.get_output_embeddings().embedding is embedding  # the output layer reads the int8 factors
+    ids = torch.tensor([[3, 5, 7, 2, 9]])
+    with torch.no_grad():
+        ours, theirs = int8(ids).logits, model(ids).logits
+    assert (ours - theirs).abs().max() < 0.1 * theirs.abs().max()
