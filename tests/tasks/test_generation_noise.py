@@ -98,6 +98,40 @@ def test_teacher_dropout_perturbs_only_inside_the_call(tiny_lm):
     assert torch.equal(clean, after)  # the hooks are gone
 
 
+def test_teacher_dropout_drops_each_blocks_update_and_keeps_the_residual_stream(tiny_lm):
+    from kdkit.capture import find_layers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    rows = Encoder(tokenizer, 12, 1, 4).rows([Example("Article: the match team Headline:", " the match")])
+    batch = GenerationCollator(0)([{"prompt": rows["prompt"][0], "completion": rows["completion"][0]}])
+    capture = Capture(model)
+    _, _, blocks = find_layers(model)
+    seen = {}
+
+    def first(args, kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    def block0(module, args, kwargs, output):  # registered first: sees block 0's own output
+        seen["in"], seen["out"] = first(args, kwargs).clone(), (output[0] if isinstance(output, tuple) else output)
+
+    def block1(module, args, kwargs):  # what block 1 reads: block 0's output after the teacher noise
+        seen["next"] = first(args, kwargs).clone()
+
+    handles = [blocks[0].register_forward_hook(block0, with_kwargs=True),
+               blocks[1].register_forward_pre_hook(block1, with_kwargs=True)]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        TeacherDropout(0.5, lambda c, b: c(**model_inputs(b)))(capture, batch)
+    for handle in handles:
+        handle.remove()
+    update, kept = seen["out"] - seen["in"], seen["next"] - seen["in"]
+    dropped = kept == 0
+    assert dropped.any() and (~dropped).any()
+    assert torch.allclose(kept[~dropped], 2 * update[~dropped], atol=1e-5)  # inverted dropout at p 0.5
+    assert torch.equal(seen["next"][dropped], seen["in"][dropped])  # a dropped place keeps its residual value
+
+
 def _recipe(tiny_lm, data, out, **generation):
     return {"task": "generation", "name": "noisy", "output_dir": str(out),
             "data": {"train_file": str(data), "max_prompt_length": 12, "prompt_tail": 1, "max_completion_length": 4},
