@@ -2,8 +2,8 @@
 # Set up (if needed) and make docs/results.md: the dev-tuning grids, then each comparison, in one `kdkit compare`.
 # Finished runs under runs/results and runs/tuning are reused, so an interrupted call picks up where it stopped.
 # Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml;
-# `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD, GKD,
-# noisy self-distillation).
+# `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
+# 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -12,9 +12,13 @@ if [ "${1:-}" = retrieval ]; then
        --document docs/retrieval.md --preamble experiments/retrieval_preamble.md
 fi
 if [ "${1:-}" = generation ]; then
-  exec .venv/bin/kdkit compare experiments/compare_gen_bbc.yaml experiments/tune_gen_bbc.yaml \
-       experiments/compare_gen15_bbc.yaml experiments/compare_noisy_bbc.yaml \
+  exec .venv/bin/kdkit compare experiments/compare_gen15_bbc.yaml experiments/compare_noisy_bbc.yaml \
        --document docs/generation.md --preamble experiments/generation_preamble.md
+fi
+if [ "${1:-}" = generation-all ]; then  # also the first table (10-block students, all five losses) and the tuning
+  .venv/bin/kdkit compare experiments/compare_gen_bbc.yaml --document docs/generation_gen_bbc.md
+  exec .venv/bin/kdkit compare experiments/tune_gen_bbc.yaml experiments/compare_gen15_bbc.yaml \
+       experiments/compare_noisy_bbc.yaml --document docs/generation.md --preamble experiments/generation_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \
