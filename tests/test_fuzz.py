@@ -136,7 +136,9 @@ def _base_argv(world, command: str, folder: Path) -> tuple[list[str], list[str]]
     return {"distill": ([str(recipe)], []), "cache": ([str(recipe)], []),
             "quickstart": ([], ["--output-dir", str(folder / "run")]),
             "eval": ([str(world["teacher"])], ["--train-file", csv, "--test-file", csv]),
-            "compare": ([str(recipe)], ["--output-dir", str(folder / "cmp")]), "info": ([], [])}[command]
+            "compare": ([str(recipe)], ["--output-dir", str(folder / "cmp")]), "info": ([], []),
+            "compress": ([str(recipe)], ["--params", "50%"]),
+            "export": ([str(world["teacher"])], ["--onnx", str(folder / "onnx")])}[command]
 
 
 def _cli_group():
