@@ -18,6 +18,7 @@ def test_a_classifier_exports_with_parity_and_timing(tiny_teacher, tmp_path):
     assert json.loads((tmp_path / "onnx" / "onnx_report.json").read_text())["kind"] == "sequence classifier"
 
 
+@pytest.mark.slow  # ~35 s on 2 cores (torch.onnx export of a causal LM); the classifier parity test stays default
 def test_a_compressed_causal_lm_exports_and_runs_in_onnxruntime(tmp_path):
     import onnxruntime
     from transformers import AutoModelForCausalLM
