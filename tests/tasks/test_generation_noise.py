@@ -84,12 +84,17 @@ def test_source_noise_changes_the_source_only_and_keeps_labels(tiny_lm):
     assert prompts[0] != rows["prompt"][0]
 
 
-def test_teacher_dropout_perturbs_only_inside_the_call(tiny_lm):
+def _one_example(tiny_lm):
+    """(model in eval mode, its Capture, a batch of one encoded example)."""
     model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
     rows = Encoder(tokenizer, 12, 1, 4).rows([Example("Article: the match team Headline:", " the match")])
     batch = GenerationCollator(0)([{"prompt": rows["prompt"][0], "completion": rows["completion"][0]}])
-    capture = Capture(model)
+    return model, Capture(model), batch
+
+
+def test_teacher_dropout_perturbs_only_inside_the_call(tiny_lm):
+    _, capture, batch = _one_example(tiny_lm)
     with torch.no_grad():
         clean = capture(**model_inputs(batch)).logits
         noisy = TeacherDropout(0.5, lambda c, b: c(**model_inputs(b)))(capture, batch).logits
@@ -101,11 +106,7 @@ def test_teacher_dropout_perturbs_only_inside_the_call(tiny_lm):
 def test_teacher_dropout_drops_each_blocks_update_and_keeps_the_residual_stream(tiny_lm):
     from kdkit.capture import find_layers
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
-    rows = Encoder(tokenizer, 12, 1, 4).rows([Example("Article: the match team Headline:", " the match")])
-    batch = GenerationCollator(0)([{"prompt": rows["prompt"][0], "completion": rows["completion"][0]}])
-    capture = Capture(model)
+    model, capture, batch = _one_example(tiny_lm)
     _, _, blocks = find_layers(model)
     seen = {}
 

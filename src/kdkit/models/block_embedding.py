@@ -63,13 +63,22 @@ class BlockEmbedding(nn.Module):
         # so the lookup traces for ONNX and keeps gradients for each block's factors
         positions = self.position[input_ids]
         out = None
-        for b, (u, v) in enumerate(zip(self.us, self.vs)):
+        for b in range(len(self.ranks)):
+            v = self.v_of(b)
             start = self.offsets[b]
             inside = (positions >= start) & (positions < self.offsets[b + 1])
             rows = torch.where(inside, positions - start, torch.zeros_like(positions))
-            part = (u[rows] @ v) * inside.unsqueeze(-1).to(v.dtype)
+            part = (self.u_rows(b, rows) @ v) * inside.unsqueeze(-1).to(v.dtype)
             out = part if out is None else out + part
         return out
+
+    def u_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``rows`` of block ``b``'s U_b (a lookup gathers only these)."""
+        return self.us[b][rows]
+
+    def v_of(self, b: int) -> torch.Tensor:
+        """Block ``b``'s V_b."""
+        return self.vs[b]
 
     def factors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(U_b, V_b) of every block."""

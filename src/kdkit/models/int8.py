@@ -65,25 +65,17 @@ class Int8BlockEmbedding(BlockEmbedding):
                 self.register_buffer(f"{name}{b}_q", q)
                 self.register_buffer(f"{name}{b}_scale", scale)
 
-    def _u_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
+    def u_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
         return getattr(self, f"u{b}_q")[rows].float() * getattr(self, f"u{b}_scale")[rows].unsqueeze(-1)
 
     def _factor(self, name: str, b: int) -> torch.Tensor:
         return getattr(self, f"{name}{b}_q").float() * getattr(self, f"{name}{b}_scale").unsqueeze(1)
 
+    def v_of(self, b: int) -> torch.Tensor:
+        return self._factor("v", b)
+
     def factors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(self._factor("u", b), self._factor("v", b)) for b in range(len(self.ranks))]
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = self.position[input_ids]
-        out = None
-        for b in range(len(self.ranks)):
-            start = self.offsets[b]
-            inside = (positions >= start) & (positions < self.offsets[b + 1])
-            rows = torch.where(inside, positions - start, torch.zeros_like(positions))
-            part = (self._u_rows(b, rows) @ self._factor("v", b)) * inside.unsqueeze(-1).float()
-            out = part if out is None else out + part
-        return out
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
