@@ -160,6 +160,8 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
                                             help="Tokens a text is cut to (generation: a prompt)."),
              batch_size: int = typer.Option(64, min=1, max=BATCH_MAX),
              similarity: str = typer.Option("dot", help="retrieval: how the bi-encoder scores, dot or cosine."),
+             score: str = typer.Option("rouge", help="generation: rouge (of greedy completions) or likelihood "
+                                                     "(token accuracy and perplexity of the references)."),
              teacher: Optional[str] = typer.Option(None, help="Also evaluate this teacher and compare (retrieval: "
                                                                "as a MaxSim late-interaction model)."),
              output_dir: Optional[str] = typer.Option(None, help="Write report.md/report.json here (with --teacher, "
@@ -189,6 +191,8 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
         return
     if similarity != "dot":
         raise ConfigError("--similarity is a retrieval option (with --task retrieval)")
+    if score != "rouge" and task != "generation":
+        raise ConfigError("--score is a generation option (with --task generation)")
     if task == "generation":
         if (text_column, label_column) != ("text", "label"):
             raise ConfigError("--text-column and --label-column are classification options; generation files have "
@@ -199,7 +203,7 @@ def evaluate(model: str = typer.Argument(..., help="A model folder, named model 
                 "prompt_tail": min(8, max_length - 1)}
         recipe = parse_recipe({"task": "generation", "data": data, "student": {"init": "pretrained", "model": model},
                                "losses": [{"name": "nll"}], **({"teacher": {"model": teacher}} if teacher else {}),
-                               **sections})
+                               "generation": {"score": score}, **sections})
         _print_report(api.evaluate_recipe(recipe, output_dir=output_dir))
         return
     recipe = parse_recipe({

@@ -205,7 +205,7 @@ class EvaluationConfig(_Strict):
     """What the final report measures: latency at each of ``latency_batch_sizes`` (1..2¹⁶, at most 64 of them),
     ``latency_repeats`` times (1..10⁶); ``dm_alpha`` in [0, 1].
 
-    Variants of the student, each a row of its own beside the trained student (classification):
+    Variants of the student, each a row of its own beside the trained student (classification, generation):
     ``before``: the student as built (after any embedding compression), evaluated before training;
     ``int8``: the trained student with its linear layers dynamically quantised to int8 and its word embedding (or
     its block factors) stored as int8 rows (:func:`kdkit.models.int8.quantize_int8`), with its size in MB beside

@@ -1,4 +1,5 @@
-"""Generation data: prompt/completion and chat jsonl, the named bbc_summaries set, seeded carving, one-line errors."""
+"""Generation data: prompt/completion and chat jsonl, the named bbc_summaries and bbc_text sets, seeded carving,
+one-line errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from kdkit.errors import DataError
-from kdkit.tasks.generation.data import Example, load_generation_data
+from kdkit.tasks.generation.data import Example, load_generation_data, opening
 
 
 def _write(path, rows):
@@ -55,6 +56,25 @@ def test_bbc_summaries_is_article_to_headline_with_fixed_splits():
     assert load_generation_data("bbc_summaries").splits == data.splits
 
 
+def test_bbc_text_is_headline_then_the_articles_opening_sentences():
+    data = load_generation_data("bbc_text")
+    assert [len(data[s]) for s in ("train", "validation", "test")] == [1671, 209, 209]
+    summaries = load_generation_data("bbc_summaries")
+    for text, summary in zip(data["test"][:20], summaries["test"]):  # the same articles, split the same way
+        assert text.prompt == summary.completion.strip() + "\n"
+        assert summary.source.startswith(text.completion)
+        assert text.completion.endswith((".", "!", "?")) or text.completion == summary.source
+    assert max(len(e.completion.split()) for e in data["train"]) <= 80
+
+
+def test_opening_keeps_whole_sentences_within_the_word_budget():
+    body = "One two three. Four five! Six seven eight? Nine."
+    assert opening(body, 5) == "One two three. Four five!"
+    assert opening(body, 4) == "One two three."
+    assert opening(body, 1) == "One two three."  # the first sentence even when it alone is over
+    assert opening(body, 100) == body
+
+
 GOOD = {"prompt": "p", "completion": "c"}
 
 
@@ -81,7 +101,8 @@ def test_bad_lines_are_one_error_naming_file_line_and_field(tmp_path, rows, expe
 
 
 def test_bad_sources_are_refused(tmp_path):
-    with pytest.raises(DataError, match="unknown generation dataset 'cnn'; named generation datasets: bbc_summaries"):
+    with pytest.raises(DataError, match="unknown generation dataset 'cnn'; named generation datasets: "
+                                        "bbc_summaries, bbc_text"):
         load_generation_data("cnn")
     with pytest.raises(DataError, match="exactly one"):
         load_generation_data()

@@ -16,7 +16,7 @@ from kdkit.signals.cache import CachedTeacher, fingerprint_tokenizer
 from kdkit.tasks import get_task
 from kdkit.tasks.generation.batches import Encoder, GenerationCollator, OnPolicy, layout, model_inputs, split_batch
 from kdkit.tasks.generation.data import Example
-from kdkit.tasks.generation.evaluation import rouge_scores
+from kdkit.tasks.generation.evaluation import rouge_scores, token_scores
 from kdkit.terms.token import TokenKDLoss, TokenKDTerm
 from tiny import make_tiny_generation_jsonl, make_tiny_lm, make_tiny_t5, run_cli
 
@@ -217,6 +217,12 @@ def test_kdkit_eval_scores_a_saved_causal_lm_beside_its_teacher(tiny_lm, tmp_pat
     # the same weights on both sides: the same completions, so the same scores
     assert report["teacher"]["metrics"] == report["student"]["metrics"]
     assert (tmp_path / "ev" / "completions.jsonl").is_file()
+    code, out, err = run_cli(["eval", str(tiny_lm), "--task", "generation", "--train-file", str(data),
+                              "--max-length", "12", "--score", "likelihood"], capsys)
+    assert code == 0, err
+    assert "token_accuracy (%)" in out and "perplexity ↓" in out and "rougeL" not in out
+    code, _, err = run_cli(["eval", str(tiny_lm), "--train-file", str(data), "--score", "likelihood"], capsys)
+    assert code == 2 and "--score is a generation option" in err
     code, _, err = run_cli(["eval", str(tiny_lm), "--task", "generation", "--train-file", str(data),
                             "--label-column", "x"], capsys)
     assert code == 2 and "classification options" in err
@@ -274,3 +280,38 @@ def test_a_tied_language_model_resumes_from_its_checkpoint(tiny_lm, tmp_path):
     assert state["global_step"] == 3
     student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "student")
     assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()
+
+
+def test_token_scores_by_hand(lm):
+    model, tokenizer = lm
+    examples = [Example("Article: the match Headline:", " team won"), Example("Article: city Headline:", " game")]
+    rows = Encoder(tokenizer, 12, 1, 4).rows(examples)
+    scores = token_scores(model, rows, pad=0, batch_size=2)
+    for i, (prompt, completion) in enumerate(zip(rows["prompt"], rows["completion"])):
+        with torch.no_grad():  # the unpadded sequence, every position's logits
+            logits = model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1]
+        target = torch.tensor(completion)
+        nll = torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+        assert scores["nll"][i] == pytest.approx(nll, rel=1e-4)
+        assert scores["tokens"][i] == len(completion)
+        assert scores["correct"][i] == int((logits.argmax(-1) == target).sum())
+
+
+def test_likelihood_scoring_ranks_on_token_accuracy_and_measures_the_compressed_student_before(tiny_lm, tmp_path):
+    data = make_tiny_generation_jsonl(tmp_path / "g.jsonl", n=30)
+    recipe = load_recipe(recipe_dict(tiny_lm, data, tmp_path / "run", generation={"score": "likelihood"},
+                                     student={"embedding": {"method": "svd", "fraction": 0.3}},
+                                     evaluation={"before": True, "int8": True}))
+    report = get_task("generation").run(recipe)
+    int8 = report["variants"]["int8"]
+    assert int8["size_mb"] < report["student"]["size_mb"] and set(int8["metrics"]) == {"token_accuracy", "perplexity"}
+    assert report["primary_metric"] == "token_accuracy" and report["samples"] == []
+    assert set(report["student"]["metrics"]) == set(report["teacher"]["metrics"]) == {"token_accuracy", "perplexity"}
+    before = report["variants"]["before training"]
+    assert before["name"] == "student as built" and set(before["metrics"]) == {"token_accuracy", "perplexity"}
+    assert before["metrics"] != report["student"]["metrics"]  # trained after it was measured
+    assert 0 <= report["student"]["metrics"]["token_accuracy"] <= 1
+    per_query = json.loads((tmp_path / "run" / "per_query.json").read_text())
+    assert len(per_query["student"]["token_accuracy"]) == report["student"]["n"]
+    assert not (tmp_path / "run" / "completions.jsonl").exists()
+    assert "token_accuracy (%)" in (tmp_path / "run" / "report.md").read_text()

@@ -1,4 +1,5 @@
-"""Generation data: prompt → completion examples, from jsonl files or the named offline set ``bbc_summaries``.
+"""Generation data: prompt → completion examples, from jsonl files or the named offline sets ``bbc_summaries`` and
+``bbc_text``.
 
 Every source ends as a :class:`GenerationData`: per split (``train``/``validation``/``test``) a list of
 :class:`Example`, whose ``prompt`` is a text or a tuple of chat messages (``(role, content)``, rendered with the
@@ -15,7 +16,10 @@ Sources (:func:`load_generation_data`):
   headline (line 1 of each article), the prompt ``"Article: {body}\\nHeadline:"`` and the completion
   ``" {headline}"``, whitespace runs made one space. Articles are de-duplicated by body (the first file's headline
   is kept; 2,089 of the 2,225 files remain, as in retrieval's ``bbc_headlines``); bodies are kept whole here, and
-  cutting them to a token budget is left to tokenisation.
+  cutting them to a token budget is left to tokenisation. ``bbc_text``, the same articles as language-modelling text:
+  the prompt ``"{headline}\n"``, the completion the body's opening, whole sentences (split after ``.``, ``!`` or
+  ``?`` followed by a space) up to ``BBC_TEXT_WORDS`` words (at least the first sentence), so that a completion
+  budget of 160 tokens seldom cuts it; scored by perplexity (``generation.score: likelihood``).
 
 Carved splits (named sets always; files when a split has no file): 10% validation and 10% test of a permutation
 of train with ``numpy.random.default_rng(seed)`` (:func:`kdkit.tasks.files.carve`); each split keeps the source's
@@ -26,6 +30,7 @@ the file, the 1-based line and the field.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +42,7 @@ PAIR_EXAMPLE = '{"prompt": "a prompt", "completion": "its completion"}'
 CHAT_EXAMPLE = ('{"messages": [{"role": "user", "content": "a question"}, '
                 '{"role": "assistant", "content": "its answer"}]}')
 FRACTIONS = {"validation": 0.1, "test": 0.1}
+BBC_TEXT_WORDS = 80  # the longest opening of a body that ``bbc_text`` keeps, in words (whole sentences)
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,25 @@ def _bbc_summaries() -> tuple[Example, ...]:
                  for headline, body in bbc_headlines_and_bodies())
 
 
+def opening(body: str, words: int) -> str:
+    """The first sentences of ``body`` that together have at most ``words`` words (at least the first sentence)."""
+    kept: list[str] = []
+    count = 0
+    for sentence in re.split(r"(?<=[.!?])\s+", body.strip()):
+        count += len(sentence.split())
+        if kept and count > words:
+            break
+        kept.append(sentence)
+    return " ".join(kept)
+
+
+def _bbc_text() -> tuple[Example, ...]:
+    """BBC News headline → the opening of its article (language-modelling text), 2,089 examples, split 80/10/10"""
+    return tuple(Example(f"{headline}\n", opening(body, BBC_TEXT_WORDS))
+                 for headline, body in bbc_headlines_and_bodies())
+
+
 NAMED: dict[str, Callable[[], tuple[Example, ...]]] = {
     "bbc_summaries": _bbc_summaries,
+    "bbc_text": _bbc_text,
 }

@@ -7,6 +7,9 @@ For the teacher and the student on ``evaluation.split`` (at most ``data.max_eval
   tokens, stripped) and its reference, averaged over examples; ``rougeL`` is the primary metric.
 - **perplexity**: exp of the mean negative log-likelihood of the reference completion tokens (EOS included, as
   tokenised for training), teacher forcing; lower is better.
+- with ``generation.score: likelihood`` (language-modelling text such as ``bbc_text``) nothing is generated for
+  scoring: the primary metric is **token_accuracy**, per example the share of reference completion tokens that are
+  the model's top-1 next token under teacher forcing, averaged over examples, beside perplexity.
 - **speed**: the median wall-clock time to generate exactly ``max_new_tokens`` tokens (greedy, KV cache, EOS
   ignored) for the first b prompts, for each b of ``evaluation.latency_batch_sizes``, ``generation.speed_repeats``
   times after one warm-up; tokens/s = b · max_new_tokens / median.
@@ -96,9 +99,12 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, lis
 
 
 @torch.inference_mode()
-def perplexity(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> float:
-    """exp(mean NLL) of the completion tokens of ``rows`` (:meth:`Encoder.rows` columns) under teacher forcing."""
-    collate, total, count = GenerationCollator(pad, decoder_start_of(model)), 0.0, 0
+def token_scores(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> dict[str, list]:
+    """Per example of ``rows`` (:meth:`Encoder.rows` columns), under teacher forcing: the summed negative
+    log-likelihood of its completion tokens (``nll``), their number (``tokens``) and how many are the model's top-1
+    next token (``correct``)."""
+    collate = GenerationCollator(pad, decoder_start_of(model))
+    out: dict[str, list] = {"nll": [], "tokens": [], "correct": []}
     was_training = model.training
     model.eval()
     try:
@@ -108,12 +114,25 @@ def perplexity(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> 
                                                                             rows["completion"][part])])
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             logits = model(**model_inputs(batch)).logits.float()
-            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(),
-                                                       ignore_index=-100, reduction="sum").item()
-            count += int((batch["labels"] != -100).sum())
+            labels = batch["labels"]
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                    reduction="none")
+            mask = labels != -100
+            out["nll"] += nll.sum(-1).tolist()
+            out["tokens"] += mask.sum(-1).tolist()
+            out["correct"] += ((logits.argmax(-1) == labels) & mask).sum(-1).tolist()
     finally:
         model.train(was_training)
-    return math.exp(total / max(count, 1))
+    return out
+
+
+def perplexity(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> float:
+    """exp(mean NLL) of the completion tokens of ``rows`` (:meth:`Encoder.rows` columns) under teacher forcing."""
+    return perplexity_of(token_scores(model, rows, pad, batch_size))
+
+
+def perplexity_of(scores: dict[str, list]) -> float:
+    return math.exp(sum(scores["nll"]) / max(sum(scores["tokens"]), 1))
 
 
 @torch.inference_mode()
@@ -144,15 +163,18 @@ def generation_speed(model, tokenizer, prompts: list[list[int]], max_new_tokens:
 
 
 def _scores(model, tokenizer, examples: list[Example], encoder: Encoder, recipe) -> dict:
-    """What a model's evaluation computes from its weights alone (stored for the teacher): completions, per-example
-    ROUGE, perplexity."""
+    """What a model's evaluation computes from its weights alone (stored for the teacher): completions and
+    per-example ROUGE (``generation.score: rouge``) or per-example token accuracy (``likelihood``), perplexity."""
     rows = encoder.rows(examples)
+    tokens = token_scores(model, rows, pad_token_id(tokenizer), recipe.training.eval_batch_size)
+    if recipe.generation.score == "likelihood":
+        return {"completions": [], "per_example": {"token_accuracy": [
+            c / max(n, 1) for c, n in zip(tokens["correct"], tokens["tokens"])]}, "perplexity": perplexity_of(tokens)}
     completions = greedy_completions(model, tokenizer, rows["prompt"], recipe.generation.max_new_tokens,
                                      recipe.training.eval_batch_size)
     texts = decode(tokenizer, completions)
     per_example = rouge_scores(texts, [e.completion.strip() for e in examples])
-    return {"completions": texts, "per_example": per_example,
-            "perplexity": perplexity(model, rows, pad_token_id(tokenizer), recipe.training.eval_batch_size)}
+    return {"completions": texts, "per_example": per_example, "perplexity": perplexity_of(tokens)}
 
 
 def _entry(name: str, model, tokenizer, examples, encoder, recipe, scores: dict) -> dict:
@@ -175,7 +197,8 @@ def teacher_scores(prep, examples: list[Example], encoder: Encoder) -> tuple[dic
                                              ).hexdigest(),
                   "data": recipe.data.model_dump(include={"max_prompt_length", "prompt_tail",
                                                           "max_completion_length"}),
-                  "max_new_tokens": recipe.generation.max_new_tokens, "task": "generation"})
+                  "max_new_tokens": recipe.generation.max_new_tokens, "task": "generation",
+                  **({"score": "likelihood"} if recipe.generation.score == "likelihood" else {})})
     store = ArtifactStore()
     found = store.get_json("evaluations", key)
     if found is not None:
@@ -200,27 +223,37 @@ def evaluate_run(prep, out: Path | None) -> dict:
         entries["teacher"] = {**_entry(name, prep.teacher, prep.teacher_tokenizer, examples, enc, recipe, scores),
                               **({"cached": True} if cached else {})}
         per_example["teacher"], completions["teacher"] = scores["per_example"], scores["completions"]
-    enc = model_encoder(recipe, prep.tokenizer, prep.student)
-    scores = _scores(prep.student, prep.tokenizer, examples, enc, recipe)
     name = f"{num_layers(prep.student)}-layer student ({recipe.student.init})"
-    entries["student"] = _entry(name, prep.student, prep.tokenizer, examples, enc, recipe, scores)
+    entries["student"], scores = student_entry(prep, prep.student, name)
     per_example["student"], completions["student"] = scores["per_example"], scores["completions"]
+    likelihood = recipe.generation.score == "likelihood"
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / PER_QUERY).write_text(json.dumps({role: {metric: dict(enumerate(values)) for metric, values in
                                                         metrics.items()} for role, metrics in per_example.items()})
                                      + "\n")
+    if out is not None and not likelihood:
         (out / "completions.jsonl").write_text("".join(
             json.dumps({"prompt": _text(e.prompt), "reference": e.completion.strip(),
                         **{role: texts[i] for role, texts in completions.items()}}) + "\n"
             for i, e in enumerate(examples)))
     samples = [{"prompt": _text(e.prompt), "reference": e.completion.strip(),
                 **{role: texts[i] for role, texts in completions.items()}}
-               for i, e in enumerate(examples[:recipe.generation.samples])]
+               for i, e in enumerate(examples[:0 if likelihood else recipe.generation.samples])]
     return {"split": split, "dm_alpha": recipe.evaluation.dm_alpha, **entries, "samples": samples,
+            **({"primary_metric": "token_accuracy"} if likelihood else {}),
             "max_new_tokens": recipe.generation.max_new_tokens,
             "latency_unit": f"generating {recipe.generation.max_new_tokens} tokens (greedy) for b prompts",
             "torch_threads": torch.get_num_threads()}
+
+
+def student_entry(prep, model, name: str) -> tuple[dict, dict]:
+    """A student's report entry (scores and speed on the evaluation split) and its scores: the trained student, or
+    one of its ``evaluation.before`` / ``evaluation.int8`` variants."""
+    examples = prep.data[prep.recipe.evaluation.split]
+    enc = model_encoder(prep.recipe, prep.tokenizer, model)
+    scores = _scores(model, prep.tokenizer, examples, enc, prep.recipe)
+    return _entry(name, model, prep.tokenizer, examples, enc, prep.recipe, scores), scores
 
 
 def model_encoder(recipe, tokenizer, model) -> Encoder:
