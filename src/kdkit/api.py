@@ -17,7 +17,8 @@ from kdkit.tasks import get_task
 
 
 def _recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> Recipe:
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    """A parsed recipe as it is (any task's recipe class), else the file, shipped name or mapping parsed."""
+    return load_recipe(recipe, overrides) if isinstance(recipe, (str, Path, dict)) else recipe
 
 
 def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, resume: bool = False,

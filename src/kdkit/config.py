@@ -301,6 +301,8 @@ def _recipe_model(base: type[Recipe], task: str, registered: tuple[str, ...]) ->
     """``base`` with ``losses`` typed as the union of the loss configs registered for ``task`` (rebuilt when the
     registry grows, so a loss registered after import is accepted)."""
     del registered  # part of the cache key only
+    if "losses" not in base.model_fields:  # a task with its own loop and no loss terms (dataset distillation)
+        return base
     members = tuple(terms.config_classes(task))
     entry = members[0] if len(members) == 1 else Annotated[Union[members], Field(discriminator="name")]
     return create_model(base.__name__, __base__=base, losses=(list[entry], Field(min_length=1)))

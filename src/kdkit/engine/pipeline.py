@@ -423,11 +423,13 @@ def check_finite_metrics(results: dict, split: str) -> None:
 
 
 # keys a resume may change, with --force: they steer logging, saving, reporting, evaluation, where the teacher's
-# signals are read from, and how long training goes on (the learning-rate schedule is rebuilt for the new length).
+# signals are read from, and how long training goes on (the learning-rate schedule is rebuilt for the new length;
+# dataset distillation's ``training.iterations``, whose step decay does not depend on the length).
 # Every other key either shaped what the checkpoint holds (student, losses, data, teacher, task) or is fixed by
 # the optimiser, scheduler and RNG states it restores (learning rate, batch size, seed): a new value would be
 # silently ignored or break the restore. output_dir is the folder being resumed, whatever its spelling.
-RESUME_SAFE_KEYS = ("name", "training.epochs", "training.max_steps", "training.logging_steps", "training.save_steps",
+RESUME_SAFE_KEYS = ("name", "training.epochs", "training.max_steps", "training.iterations", "training.logging_steps",
+                    "training.save_steps",
                     "training.save_total_limit", "training.report_to", "training.eval_batch_size",
                     "training.nonfinite", "training.max_consecutive_nonfinite", "teacher.cache", "evaluation")
 _NEW_RUN = "start a new run instead (--overwrite, another output_dir, or delete the folder)"
@@ -460,9 +462,11 @@ def check_resume_recipe(out: Path, recipe: Recipe, *, force: bool) -> None:
                           f"{more}); pass --force as well to resume with the new values (logging, saving, "
                           f"evaluation and training-length keys may change), or {_NEW_RUN}")
     last = last_complete_checkpoint(out / "checkpoints")
-    if last is not None and 0 < recipe.training.max_steps < checkpoint_step(last):
-        raise ConfigError(f"--resume: training.max_steps {recipe.training.max_steps} is below the step the run "
-                          f"has reached ({last.name}); give at least {checkpoint_step(last)}, or {_NEW_RUN}")
+    key = "max_steps" if hasattr(recipe.training, "max_steps") else "iterations"  # dataset distillation's length
+    limit = getattr(recipe.training, key)
+    if last is not None and 0 < limit < checkpoint_step(last):
+        raise ConfigError(f"--resume: training.{key} {limit} is below the step the run has reached ({last.name}); "
+                          f"give at least {checkpoint_step(last)}, or {_NEW_RUN}")
 
 
 DATA_RECORD = "train_data.json"
