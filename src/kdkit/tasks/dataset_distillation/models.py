@@ -1,10 +1,16 @@
-"""The learners of dataset distillation: LeNet, as the reference implementations build it.
+"""The learners of dataset distillation: LeNet for images and a text CNN for sentences in embedding space, as the
+reference implementations build them.
 
 LeNet (LeCun et al. 1998, as in Wang et al. 2018 and Sucholutsky & Schonlau 2021): conv 5×5 → 6 channels (padding
 2 for 28×28 inputs), ReLU, 2×2 max-pool, conv 5×5 → 16, ReLU, 2×2 max-pool, then 120 → 84 → classes fully
 connected with ReLU; no batch norm, no dropout. Inputs smaller than 16 pixels a side (scikit-learn's 8×8 digits)
 pad the second convolution as well, so both poolings keep a map. Weights start Xavier-normal (gain 1), biases 0,
 from a seeded generator (:func:`initialise`).
+
+TextCNN (Kim 2014; the reference's ``TextConvNet``): a sentence ``(L, d)`` of word vectors, 100 filters each of
+widths 3, 4 and 5 over the positions, ReLU, max over positions, concatenated (300) → classes. The reference's
+dropout (0.5) is left out: the unrolled inner steps are then deterministic, the same at distillation and when a
+fresh model learns from the set.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def initialise(model: nn.Module, seed: int) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 fan_in = module.weight[0].numel()
                 fan_out = module.weight.shape[0] * module.weight[0][0].numel()
                 std = (2.0 / (fan_in + fan_out)) ** 0.5
@@ -46,9 +52,23 @@ def initialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-MODELS = {"lenet": LeNet}
+class TextCNN(nn.Module):
+    def __init__(self, length: int, dim: int, classes: int, filters: int = 100, widths: tuple[int, ...] = (3, 4, 5)):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, min(w, length)) for w in widths)
+        self.out = nn.Linear(filters * len(widths), classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (B, d, L)
+        return self.out(torch.cat([torch.relu(conv(x)).amax(-1) for conv in self.convs], -1))
 
 
-def build_model(name: str, shape: tuple[int, int, int], classes: int, seed: int) -> nn.Module:
-    """A learner ``name`` for images of ``shape`` (channels, H, W), initialised from ``seed``."""
-    return initialise(MODELS[name](shape[0], shape[1], classes), seed)
+MODELS = {"lenet": LeNet, "textcnn": TextCNN}
+KINDS = {"lenet": "image", "textcnn": "text"}
+
+
+def build_model(name: str, shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:
+    """A learner ``name`` for inputs of ``shape`` ((channels, H, W) images, (L, d) sentences), initialised from
+    ``seed``."""
+    model = LeNet(shape[0], shape[1], classes) if name == "lenet" else TextCNN(shape[0], shape[1], classes)
+    return initialise(model, seed)

@@ -25,9 +25,12 @@ settings and read back from the artifact store), and as a variant row the honest
 the same size (stratified, drawn from the run's seed) trained from the same initialisations by full-batch Adam for
 ``subset_steps`` steps at ``full_learning_rate``.
 
+Text works the same way on sentences in a word-embedding space (:mod:`.data`) with a text CNN (:mod:`.models`).
+
 **Output** (``output_dir``): ``distilled/`` holds ``distilled.safetensors`` (images, labels, learning rates),
-``distilled.json`` (classes, shape, normalisation, layout, the recipe's settings) and ``grid.png`` (each image
-with its top soft labels); :func:`load_distilled` reads it back and :func:`train_on_distilled` trains a model on it;
+``distilled.json`` (classes, shape, normalisation, layout, the recipe's settings; for text the nearest vocabulary
+word at each position of each synthetic sentence) and, for images, ``grid.png`` (each image with its top labels);
+:func:`load_distilled` reads it back and :func:`train_on_distilled` trains a model on it;
 ``report.md``/``report.json`` as every task's, ``metrics.json`` the outer loss per logged iteration.
 """
 
@@ -60,11 +63,12 @@ from kdkit.report.report import write_report
 from kdkit.schema import BatchSize, Count, LearningRate, Seed, Strict
 from kdkit.store import ArtifactStore, digest
 from kdkit.tasks import register
-from kdkit.tasks.dataset_distillation.data import NAMED, ImageData, load_images
-from kdkit.tasks.dataset_distillation.models import MODELS, build_model
+from kdkit.tasks.dataset_distillation.data import NAMED, TEXT, ImageData, load_images, load_text
+from kdkit.tasks.dataset_distillation.models import KINDS, MODELS, build_model
 
 TASK = "dataset_distillation"
 DISTILLED = "distilled"
+DEFAULT_MODEL = {"image": "lenet", "text": "textcnn"}
 
 
 def seed_of(*parts) -> int:
@@ -72,19 +76,27 @@ def seed_of(*parts) -> int:
     return int(digest(parts, size=4), 16)
 
 
-class ImageDataConfig(Strict):
-    """Which named image set (``mnist``, ``fashion_mnist``, ``digits``); ``max_train_samples`` keeps that many
-    training images (a stratified choice by ``seed``)."""
+class DistillDataConfig(Strict):
+    """Which named set: images (``mnist``, ``fashion_mnist``, ``digits``) or text (``rotten_tomatoes``,
+    ``bbc_news``: sentences of ``max_length`` 1..512 positions in the word-embedding space of ``embedding``);
+    ``max_train_samples`` keeps that many training examples (a stratified choice by ``seed``)."""
 
-    dataset: Literal[tuple(NAMED)] = "mnist"
+    dataset: Literal[(*NAMED, *TEXT)] = "mnist"
+    max_length: int = Field(32, ge=1, le=512)
+    embedding: str = Field("minilm-l6", min_length=1, max_length=4096)
     max_train_samples: Count | None = None
     seed: Seed = 0
 
+    @property
+    def kind(self) -> str:
+        return "text" if self.dataset in TEXT else "image"
+
 
 class LearnerConfig(Strict):
-    """The network the distilled set is made for (and evaluated on): ``lenet``."""
+    """The network the distilled set is made for (and evaluated on): ``lenet`` (images) or ``textcnn`` (text);
+    by default the one for the data's kind."""
 
-    name: Literal[tuple(MODELS)] = "lenet"
+    name: Literal[tuple(MODELS)] | None = None
 
 
 class DistillConfig(Strict):
@@ -145,12 +157,24 @@ class DatasetDistillationRecipe(Strict):
 
     name: str = Field("distill", min_length=1, max_length=128)
     task: Literal["dataset_distillation"] = TASK
-    data: ImageDataConfig = Field(default_factory=ImageDataConfig)
+    data: DistillDataConfig = Field(default_factory=DistillDataConfig)
     model: LearnerConfig = Field(default_factory=LearnerConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     training: DistillTrainConfig = Field(default_factory=DistillTrainConfig)
     evaluation: DistillEvaluationConfig = Field(default_factory=DistillEvaluationConfig)
     output_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _learner_fits_the_data(self) -> "DatasetDistillationRecipe":
+        if self.model.name is not None and KINDS[self.model.name] != self.data.kind:
+            raise ConfigError(f"recipe key 'model.name': '{self.model.name}' reads {KINDS[self.model.name]}s but "
+                              f"data.dataset '{self.data.dataset}' is {self.data.kind}; use "
+                              f"'{DEFAULT_MODEL[self.data.kind]}' or leave model.name out")
+        return self
+
+    @property
+    def learner(self) -> str:
+        return self.model.name or DEFAULT_MODEL[self.data.kind]
 
     @property
     def generations(self) -> None:  # no born-again generations: the run is the whole recipe
@@ -200,12 +224,18 @@ class SyntheticSet:
         return cls(tensors["images"].clone(), tensors["labels"].clone(), tensors["raw_learning_rates"].clone(), soft)
 
 
+def load_data(cfg: DistillDataConfig) -> ImageData:
+    if cfg.kind == "text":
+        return load_text(cfg.dataset, cfg.max_length, cfg.embedding, cfg.max_train_samples, cfg.seed)
+    return load_images(cfg.dataset, cfg.max_train_samples, cfg.seed)
+
+
 def initial_parameters(recipe: DatasetDistillationRecipe, data: ImageData, iteration: int) -> torch.nn.Module:
     """θ_0 of an outer iteration: the fixed draw from the seed, or a fresh one per iteration (``init: random``)."""
     seed = recipe.training.seed
     if recipe.distill.init == "random":
         seed = seed_of(seed, "init", iteration)
-    return build_model(recipe.model.name, data.shape, len(data.classes), seed)
+    return build_model(recipe.learner, data.shape, len(data.classes), seed)
 
 
 def real_batch(data: ImageData, size: int, seed: int, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,9 +322,9 @@ def _scores(train, recipe: DatasetDistillationRecipe, data: ImageData) -> dict:
     """``train(model, seed) -> model`` applied from the fixed θ_0 and from each random initialisation; accuracies."""
     images, labels = data[recipe.evaluation.split]
     classes = len(data.classes)
-    fixed = accuracy(train(build_model(recipe.model.name, data.shape, classes, recipe.training.seed), 0), images,
+    fixed = accuracy(train(build_model(recipe.learner, data.shape, classes, recipe.training.seed), 0), images,
                      labels)
-    randoms = [accuracy(train(build_model(recipe.model.name, data.shape, classes, seed), k + 1), images, labels)
+    randoms = [accuracy(train(build_model(recipe.learner, data.shape, classes, seed), k + 1), images, labels)
                for k, seed in enumerate(_inits(recipe))]
     primary = fixed if recipe.distill.init == "fixed" else statistics.fmean(randoms)
     return {"metrics": {"accuracy": primary, "accuracy_random_inits": statistics.fmean(randoms)},
@@ -305,7 +335,7 @@ def _scores(train, recipe: DatasetDistillationRecipe, data: ImageData) -> dict:
 def full_data_scores(recipe: DatasetDistillationRecipe, data: ImageData) -> dict:
     """The learner trained on all real training images; computed once per data, seed and settings (stored)."""
     cfg = recipe.evaluation
-    key = digest({"task": TASK, "data": recipe.data.model_dump(), "model": recipe.model.model_dump(),
+    key = digest({"task": TASK, "data": recipe.data.model_dump(), "model": recipe.learner,
                   "seed": recipe.training.seed, "init": recipe.distill.init, "models": cfg.models,
                   "epochs": cfg.full_epochs, "lr": cfg.full_learning_rate, "split": cfg.split, "kdkit": __version__})
     store = ArtifactStore()
@@ -327,7 +357,7 @@ def evaluate(recipe: DatasetDistillationRecipe, data: ImageData, synthetic: Synt
     cfg, dist = recipe.evaluation, recipe.distill
     images, labels = data[cfg.split]
     classes = len(data.classes)
-    probe = build_model(recipe.model.name, data.shape, classes, recipe.training.seed)
+    probe = build_model(recipe.learner, data.shape, classes, recipe.training.seed)
     latency, params, n = _latency(probe, images, cfg), count_parameters(probe), len(labels)
     train_x, train_y = data["train"]
     full = full_data_scores(recipe, data)
@@ -339,14 +369,15 @@ def evaluate(recipe: DatasetDistillationRecipe, data: ImageData, synthetic: Synt
                                                    lr=cfg.full_learning_rate, steps=cfg.subset_steps,
                                                    batch_size=len(subset), seed=0), recipe, data)
     entry = {"params": params, "n": n, "latency": latency}
+    noun = "sentences" if data.text is not None else "images"
     return {
         "task": TASK, "primary_metric": "accuracy", "split": cfg.split, "dm_alpha": cfg.dm_alpha,
-        "teacher": {**entry, **full, "name": f"{recipe.model.name}, all {len(train_y):,} real training images"},
-        "student": {**entry, **distilled, "name": f"{recipe.model.name}, {dist.samples} distilled images "
+        "teacher": {**entry, **full, "name": f"{recipe.learner}, all {len(train_y):,} real training {noun}"},
+        "student": {**entry, **distilled, "name": f"{recipe.learner}, {dist.samples} distilled {noun} "
                                                   f"({dist.labels} labels)"},
         "variants": {"random real subset": {**entry, **baseline,
-                                            "name": f"{recipe.model.name}, {dist.samples} random real images"}},
-        "distilled": {"samples": dist.samples, "classes": classes, "real_training_images": len(train_y),
+                                            "name": f"{recipe.learner}, {dist.samples} random real {noun}"}},
+        "distilled": {"samples": dist.samples, "classes": classes, "real_training_examples": len(train_y),
                       "learning_rates": rates.tolist(), "init": dist.init, "labels": dist.labels},
     }
 
@@ -358,10 +389,14 @@ def save_distilled(folder: Path, synthetic: SyntheticSet, recipe: DatasetDistill
     save_file(synthetic.tensors(), folder / "distilled.safetensors")
     meta = {"dataset": recipe.data.dataset, "classes": list(data.classes), "shape": list(data.shape),
             "mean": data.mean, "std": data.std, "steps": recipe.distill.steps, "epochs": recipe.distill.epochs,
-            "labels": recipe.distill.labels, "init": recipe.distill.init, "model": recipe.model.name,
+            "labels": recipe.distill.labels, "init": recipe.distill.init, "model": recipe.learner,
             "seed": recipe.training.seed, "kdkit": __version__}
+    if data.text is not None:  # for display only: the nearest vocabulary word at each position
+        meta["nearest_words"] = data.text.nearest_words(synthetic.samples)
+        meta["embedding"] = recipe.data.embedding
     (folder / "distilled.json").write_text(json.dumps(meta, indent=1) + "\n")
-    grid_png(folder / "grid.png", synthetic, data)
+    if data.text is None:
+        grid_png(folder / "grid.png", synthetic, data)
 
 
 def load_distilled(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -424,15 +459,15 @@ class DatasetDistillationTask(Task):
         check_output_dir(out, resume, overwrite)
         if resume:
             check_resume_recipe(out, recipe, force=force)
-        data = load_images(recipe.data.dataset, recipe.data.max_train_samples, recipe.data.seed)
+        data = load_data(recipe.data)
         classes, dist = len(data.classes), recipe.distill
         if dist.labels == "hard" and dist.samples < classes:
-            raise ConfigError(f"recipe key 'distill.samples': {dist.samples} hard-labelled images cannot cover "
+            raise ConfigError(f"recipe key 'distill.samples': {dist.samples} hard-labelled samples cannot cover "
                               f"{classes} classes; give at least {classes}, or labels 'soft' (a soft label can "
                               f"carry several classes)")
         if dist.samples > len(data["train"][1]):
             raise ConfigError(f"recipe key 'distill.samples': {dist.samples} is more than the "
-                              f"{len(data['train'][1])} real training images it would distil")
+                              f"{len(data['train'][1])} real training examples it would distil")
         if overwrite and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
