@@ -3,7 +3,8 @@
 # Finished runs under runs/results and runs/tuning are reused, so an interrupted call picks up where it stopped.
 # Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml;
 # `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
-# 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md).
+# 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md),
+# `compression` docs/compression_results.md (block-wise embedding compression).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -19,6 +20,10 @@ if [ "${1:-}" = generation-all ]; then  # also the first table (10-block student
   .venv/bin/kdkit compare experiments/compare_gen_bbc.yaml --document docs/generation_gen_bbc.md
   exec .venv/bin/kdkit compare experiments/tune_gen_bbc.yaml experiments/compare_gen15_bbc.yaml \
        experiments/compare_noisy_bbc.yaml --document docs/generation.md --preamble experiments/generation_preamble.md
+fi
+if [ "${1:-}" = compression ]; then  # issue 15: block-wise embedding compression, tables (a) and (b)
+  exec .venv/bin/kdkit compare experiments/compare_embed_minilm_rt.yaml \
+       --document docs/compression_results.md --preamble experiments/compression_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \

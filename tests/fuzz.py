@@ -131,7 +131,7 @@ def _loss_members(annotation: Any) -> list[type[BaseModel]] | None:
 
 def keys(model: type[BaseModel], base: dict, path: tuple = ()) -> list[Key]:
     """Every key of ``model`` (sections recursively; each loss config once, as a new entry appended to
-    ``base``'s ``losses``)."""
+    ``base``'s ``losses``; a list of plain sections through its first item)."""
     found: list[Key] = []
     for name, info in model.model_fields.items():
         core, optional, bounds = _unwrap(info.annotation)
@@ -141,7 +141,9 @@ def keys(model: type[BaseModel], base: dict, path: tuple = ()) -> list[Key]:
         if is_section(core):
             found += keys(core, base, here)
         members = _loss_members(core)
-        if members:
+        if members and "name" not in members[0].model_fields:  # a list of plain sections (learners): its first
+            found += keys(members[0], base, (*here, 0))
+        elif members:
             index = len(_get(base, here) or [])
             for member in members:
                 names = typing.get_args(_unwrap(member.model_fields["name"].annotation)[0])

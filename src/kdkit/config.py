@@ -23,11 +23,12 @@ import copy
 import dataclasses
 import functools
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from kdkit import students, terms
 from kdkit.errors import ConfigError
@@ -352,18 +353,26 @@ def _one_line(err: ValidationError, task: str, model: type[Recipe]) -> str:
     return f"recipe key '{key}': {message}{shown}"
 
 
+def _section_of(model: Any, name: Any) -> Any:
+    """The section model a key of ``model`` holds (through ``| None`` and ``list[...]``), or None."""
+    info = getattr(model, "model_fields", {}).get(name) if isinstance(name, str) else None
+    pending = [info.annotation] if info is not None else []
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation
+        pending += [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return None
+
+
 def _valid_keys_hint(loc: tuple, recipe: type[Recipe]) -> str:
-    section = {"teacher": TeacherConfig, "student": StudentConfig, "training": TrainConfig,
-               "evaluation": EvaluationConfig, "generations": GenerationsConfig,
-               "data": recipe.model_fields["data"].annotation}
-    if len(loc) == 1:
-        model = recipe
-    elif loc[0] == "losses" and len(loc) >= 3:
+    if loc[0] == "losses" and len(loc) >= 3:  # a loss entry: the keys of the loss its 'name' chose
         model = terms.config_class(str(loc[2]))
-    elif loc[0] == "teacher" and len(loc) >= 3 and loc[1] == "finetune":
-        model = TrainConfig
     else:
-        model = section.get(loc[0]) if len(loc) == 2 else None
+        model = recipe
+        for part in loc[:-1]:
+            if not isinstance(part, int):  # a list index stays on the list's item section
+                model = _section_of(model, part)
     fields = getattr(model, "model_fields", None)
     return f"; valid keys: {', '.join(fields)}" if fields else ""
 

@@ -462,8 +462,9 @@ def check_resume_recipe(out: Path, recipe: Recipe, *, force: bool) -> None:
                           f"{more}); pass --force as well to resume with the new values (logging, saving, "
                           f"evaluation and training-length keys may change), or {_NEW_RUN}")
     last = last_complete_checkpoint(out / "checkpoints")
-    key = "max_steps" if hasattr(recipe.training, "max_steps") else "iterations"  # dataset distillation's length
-    limit = getattr(recipe.training, key)
+    # the Trainer's max_steps, dataset distillation's iterations (checkpoints count those); none for other loops
+    key = next((k for k in ("max_steps", "iterations") if hasattr(recipe.training, k)), None)
+    limit = getattr(recipe.training, key) if key else 0
     if last is not None and 0 < limit < checkpoint_step(last):
         raise ConfigError(f"--resume: training.{key} {limit} is below the step the run has reached ({last.name}); "
                           f"give at least {checkpoint_step(last)}, or {_NEW_RUN}")

@@ -46,7 +46,7 @@ from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError, DataError
 from kdkit.report.bootstrap import paired_bootstrap, per_example
 from kdkit.report.metric import distillation_metric
-from kdkit.report.results import metric_header, metric_notes, metrics_of, percent, primary_of, show_metric
+from kdkit.report.results import PLAIN, metric_header, metric_notes, metrics_of, primary_of, show_metric
 from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
@@ -406,6 +406,12 @@ def _other_metric_names(board: dict) -> list[str]:
     return names
 
 
+def _scale(primary: str) -> tuple[float, str]:
+    """How the primary metric is shown: fractions ×100 in percent and Δ in percentage points; a plain metric (an
+    episode return, perplexity) as it is, Δ in its own units."""
+    return (1.0, "") if primary in PLAIN else (100.0, "pp")
+
+
 def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     sizes = [str(b) for b in board["batch_sizes"]]
     baseline = board.get("baseline")
@@ -413,26 +419,29 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     others = _other_metric_names(board)
     indexed = any(row.get("index_mb") is not None for row in board["rows"])
     sized = any(row.get("size_mb") is not None for row in board["rows"])
-    header = (["run", "seeds", metric_header(primary)] + ([f"Δ vs {baseline} (pp)"] if baseline else [])
-              + [metric_header(name) for name in others] + [f"teacher {primary} (%)", "params (M)"]
+    scale, unit = _scale(primary)
+    header = (["run", "seeds", metric_header(primary)]
+              + ([f"Δ vs {baseline}" + (f" ({unit})" if unit else "")] if baseline else [])
+              + [metric_header(name) for name in others]
+              + [f"teacher {primary}" + (" (%)" if unit else ""), "params (M)"]
               + (["size (MB)"] if sized else [])
               + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
               + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
     body = []
     for row in board["rows"]:
-        score = percent(row["score_mean"])
+        score = show_metric(primary, row["score_mean"])
         if row["score_std"] is not None:
-            score += f" ± {100 * row['score_std']:.2f}"
+            score += f" ± {scale * row['score_std']:.2f}"
         delta = []
         if baseline:
-            delta = ["—" if row.get("delta") is None else f"{100 * row['delta']:+.2f}"
-                     + ("" if row.get("delta_std") is None else f" ± {100 * row['delta_std']:.2f}")
+            delta = ["—" if row.get("delta") is None else f"{scale * row['delta']:+.2f}"
+                     + ("" if row.get("delta_std") is None else f" ± {scale * row['delta_std']:.2f}")
                      + ("" if row.get("delta_ci") is None else
-                        f" [{100 * row['delta_ci'][0]:+.2f}, {100 * row['delta_ci'][1]:+.2f}]")]
+                        f" [{scale * row['delta_ci'][0]:+.2f}, {scale * row['delta_ci'][1]:+.2f}]")]
         body.append([row["run"], str(row["n"]), score, *delta]
                     + [show_metric(name, row["metrics_mean"].get(name)) for name in others]
-                    + [percent(row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
+                    + [show_metric(primary, row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
                     + (["—" if row.get("size_mb") is None else f"{row['size_mb']:.1f}"] if sized else [])
                     + (["—" if row.get("index_mb") is None else f"{row['index_mb']:.1f}"] if indexed else [])
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
@@ -507,8 +516,9 @@ def _params_ticks(low: float, high: float, counts: list[int]) -> tuple[list[floa
     return major, [tick for tick in minor if tick not in major]
 
 
-def _score_label(row: dict) -> str:
-    return f"{100 * row['score_mean']:.2f}" + ("" if row["score_std"] is None else f" ± {100 * row['score_std']:.2f}")
+def _score_label(row: dict, scale: float = 100.0) -> str:
+    return f"{scale * row['score_mean']:.2f}" + ("" if row["score_std"] is None else
+                                                 f" ± {scale * row['score_std']:.2f}")
 
 
 def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
@@ -525,23 +535,24 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     kind = chart_kind(board)
-    label = f"{board['primary_metric']} (%)"
+    scale, unit = _scale(board["primary_metric"])
+    label = board["primary_metric"] + (" (%)" if unit else "")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # never an offset or a ×10ⁿ on a percentage axis
     # teachers and untrained references (BM25, a zero-shot model) are lines across the runs' chart
     teachers = [row for row in board["rows"] if row["role"] in ("teacher", "reference")]
     if kind == "runs":
         students = sorted((row for row in board["rows"] if row["role"] == "student"), key=lambda r: r["score_mean"])
         fig, ax = plt.subplots(figsize=(9, 1.5 + 0.45 * len(students)))
-        ax.errorbar([100 * r["score_mean"] for r in students], range(len(students)),
-                    xerr=[100 * (r["score_std"] or 0) for r in students], fmt="o", capsize=3)
-        ax.set_yticks(range(len(students)), [f"{r['run']}  {_score_label(r)}" for r in students])
+        ax.errorbar([scale * r["score_mean"] for r in students], range(len(students)),
+                    xerr=[scale * (r["score_std"] or 0) for r in students], fmt="o", capsize=3)
+        ax.set_yticks(range(len(students)), [f"{r['run']}  {_score_label(r, scale)}" for r in students])
         ax.set_ylim(-0.6, len(students) - 0.4)
         styles = itertools.cycle(("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))))
         colours = itertools.cycle(("tab:grey", "tab:orange", "tab:green", "tab:purple", "tab:brown"))
         for style, row in zip(styles, teachers):  # teachers in black, references each in a colour of its own
-            ax.axvline(100 * row["score_mean"], linestyle=style,
+            ax.axvline(scale * row["score_mean"], linestyle=style,
                        color="black" if row["role"] == "teacher" else next(colours),
-                       label=f"{row['run']}  {_score_label(row)}")
+                       label=f"{row['run']}  {_score_label(row, scale)}")
         if teachers:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
         ax.set_xlabel(label)
@@ -556,12 +567,13 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
         for row in placed:
             teacher = row["role"] == "teacher"
             # a legend rather than text beside the points: runs of one size and score would print on each other
-            handles.append(ax.errorbar(row["params"], 100 * row["score_mean"], yerr=100 * (row["score_std"] or 0),
+            handles.append(ax.errorbar(row["params"], scale * row["score_mean"],
+                                       yerr=scale * (row["score_std"] or 0),
                                        fmt="s" if teacher else next(markers), color="black" if teacher else None,
-                                       capsize=3, label=f"{row['run']}  {_score_label(row)}"))
+                                       capsize=3, label=f"{row['run']}  {_score_label(row, scale)}"))
         front = sorted((r for r in placed if r["pareto"]), key=lambda r: r["params"])
         if len(front) > 1:
-            handles += ax.step([r["params"] for r in front], [100 * r["score_mean"] for r in front], where="post",
+            handles += ax.step([r["params"] for r in front], [scale * r["score_mean"] for r in front], where="post",
                                linestyle="--", color="grey", label="Pareto front")
         # in the table's order, the front last (matplotlib would list lines before error bars)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
@@ -617,9 +629,11 @@ def _versus_baseline(board: dict) -> str:
     if not baseline or not rows:
         return ""
 
+    scale, unit = _scale(board["primary_metric"])
+
     def item(row: dict) -> str:
-        spread = "" if row["delta_std"] is None else f" ± {100 * row['delta_std']:.2f}"
-        return f"{row['run']} ({100 * row['delta']:+.2f}{spread} pp)"
+        spread = "" if row["delta_std"] is None else f" ± {scale * row['delta_std']:.2f}"
+        return f"{row['run']} ({scale * row['delta']:+.2f}{spread}{' ' + unit if unit else ''})"
 
     above = [item(r) for r in rows if r["delta"] > 0]
     below = [item(r) for r in rows if r["delta"] <= 0]

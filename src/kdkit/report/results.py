@@ -9,8 +9,8 @@ A task's evaluation produces::
              "latency": {"<batch size>": {"median_s": float, "p90_s": float}, ...}, "cached": bool (optional)}
 
 Every metric is a fraction in [0, 1], shown as a percentage with two decimals, except those in :data:`PLAIN`
-(perplexity), shown as they are. The primary metric is higher-is-better: it ranks runs, and the distillation metric
-and score ratio are computed from it. The other metrics claim no direction, except the few in
+(perplexity, an episode return), shown as they are. The primary metric is higher-is-better: it ranks runs, and the
+distillation metric and score ratio are computed from it. The other metrics claim no direction, except the few in
 :data:`LOWER_IS_BETTER`, which only changes their column header and notes.
 
 Runs finished by earlier kdkit versions hold entries with top-level ``accuracy`` (and ``ece``) and no
@@ -20,11 +20,13 @@ Runs finished by earlier kdkit versions hold entries with top-level ``accuracy``
 from __future__ import annotations
 
 LOWER_IS_BETTER = frozenset({"ece", "perplexity"})
-PLAIN = frozenset({"perplexity"})  # not fractions: shown with two decimals, not as percentages
+PLAIN = frozenset({"perplexity", "return"})  # not fractions: shown with two decimals, not as percentages
 
 # what a reader says about a metric it shows: only the metrics a report can define in one sentence
 METRIC_NOTES = {"ece": "ece: expected calibration error (ECE), Σ |B|/n·|acc(B) − conf(B)| over 15 equal-width "
                        "confidence bins; lower is better.",
+                "return": "return: mean undiscounted episode return of the deterministic policy (SB3's "
+                          "evaluate_policy); higher is better.",
                 "perplexity": "perplexity: exp of the mean negative log-likelihood of the reference completion tokens "
                               "(teacher forcing); lower is better."}
 

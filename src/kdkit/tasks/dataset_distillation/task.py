@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
 from typing import Literal
@@ -50,14 +49,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from kdkit import __version__
-from kdkit.engine.checkpoints import STAGING_DIR, commit, last_complete_checkpoint
-from kdkit.config import recipe_to_yaml
-from kdkit.engine.pipeline import (RunFault, RunInterrupted, Task, check_finite_metrics, check_output_dir,
-                                   check_resume_recipe)
+from kdkit.engine.checkpoints import last_complete_checkpoint
+from kdkit.engine.loops import check_run_folder, open_run_folder, save_figure
+from kdkit.engine.loops import save_checkpoint as save_checkpoint_folder
+from kdkit.engine.pipeline import RunFault, RunInterrupted, Task, check_finite_metrics
 from kdkit.errors import ConfigError, DataError
 from kdkit.losses.distilled_data import (distillation_loss, project_to_simplex, softplus_inverse,
                                          train_on_synthetic)
-from kdkit.report.environment import environment
 from kdkit.report.evaluate import count_parameters, measure_latency
 from kdkit.report.report import write_report
 from kdkit.schema import BatchSize, Count, LearningRate, Seed, Strict
@@ -248,17 +246,12 @@ def real_batch(data: ImageData, size: int, seed: int, iteration: int) -> tuple[t
 # --- checkpoints -----------------------------------------------------------------------------------------------------
 
 def save_checkpoint(out: Path, iteration: int, synthetic: SyntheticSet, optimizer, scheduler, log: list) -> None:
-    staged = out / "checkpoints" / STAGING_DIR / f"checkpoint-{iteration}"
-    if staged.exists():
-        shutil.rmtree(staged)
-    staged.mkdir(parents=True)
-    save_file(synthetic.tensors(), staged / "synthetic.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staged / "optimizer.pt")
-    (staged / "state.json").write_text(json.dumps({"iteration": iteration, "log": log}) + "\n")
-    commit(staged, out / "checkpoints" / f"checkpoint-{iteration}")
-    for old in (out / "checkpoints").glob("checkpoint-*"):  # the newest is enough to resume
-        if old.name != f"checkpoint-{iteration}":
-            shutil.rmtree(old, ignore_errors=True)
+    def write(folder: Path) -> None:
+        save_file(synthetic.tensors(), folder / "synthetic.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   folder / "optimizer.pt")
+
+    save_checkpoint_folder(out, iteration, write, {"iteration": iteration, "log": log})
 
 
 def load_checkpoint(folder: Path, soft: bool) -> tuple[int, SyntheticSet, dict, list]:
@@ -437,16 +430,14 @@ def grid_png(path: Path, synthetic: SyntheticSet, data: ImageData) -> None:
         ax.set_title("\n".join(f"{data.classes[c][:8]} {w:.2f}" for w, c in zip(top.values.tolist(),
                                                                                top.indices.tolist()) if w > 0.005),
                      fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # --- the task ---------------------------------------------------------------------------------------------------------
 
 @register
 class DatasetDistillationTask(Task):
-    """Soft-label dataset distillation of an image set for a LeNet (see the module docstring)."""
+    """Soft-label dataset distillation of an image or text set (see the module docstring)."""
 
     name = TASK
     recipe = DatasetDistillationRecipe
@@ -455,10 +446,7 @@ class DatasetDistillationTask(Task):
 
     def run(self, recipe: DatasetDistillationRecipe, *, resume: bool = False, overwrite: bool = False,
             force: bool = False) -> dict:
-        out = recipe.resolved_output_dir()
-        check_output_dir(out, resume, overwrite)
-        if resume:
-            check_resume_recipe(out, recipe, force=force)
+        out = check_run_folder(recipe, resume=resume, force=force, overwrite=overwrite)
         data = load_data(recipe.data)
         classes, dist = len(data.classes), recipe.distill
         if dist.labels == "hard" and dist.samples < classes:
@@ -468,11 +456,8 @@ class DatasetDistillationTask(Task):
         if dist.samples > len(data["train"][1]):
             raise ConfigError(f"recipe key 'distill.samples': {dist.samples} is more than the "
                               f"{len(data['train'][1])} real training examples it would distil")
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-        (out / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+        if not resume:
+            open_run_folder(out, recipe, overwrite=overwrite)
         synthetic = SyntheticSet.new(dist, data.shape, classes, recipe.training.seed)
         cfg = recipe.training
         optimizer = torch.optim.Adam(synthetic.learnable, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
