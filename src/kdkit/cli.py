@@ -345,7 +345,9 @@ def info() -> None:
 
     print("Tasks (recipe key 'task'):")
     for name, task in TASKS.items():
-        print(f"  {name:16s} primary metric {task.primary_metric}; losses: {', '.join(terms.loss_names(name))}")
+        losses = (f"losses: {', '.join(terms.loss_names(name))}" if "losses" in task.recipe.model_fields
+                  else "its own loop, no loss terms")
+        print(f"  {name:20s} primary metric {task.primary_metric}; {losses}")
     print("Loss families (kdkit.terms; * = teacher-free):")
     families: dict[str, list[str]] = {}
     for name, cls in terms.TERMS.items():
@@ -361,11 +363,13 @@ def info() -> None:
     print("Named datasets:")
     for name, asset in DATASETS.items():
         print(f"  {name:16s} {asset.description}")
+    from kdkit.tasks.dataset_distillation.data import NAMED as IMAGE_SETS
     from kdkit.tasks.generation.data import NAMED as GENERATION_SETS
     from kdkit.tasks.retrieval.data import NAMED as RETRIEVAL_SETS
 
-    print("Task datasets (made from the assets above; data.dataset of that task):")
-    for task_name, sets in (("retrieval", RETRIEVAL_SETS), ("generation", GENERATION_SETS)):
+    print("Task datasets (data.dataset of that task; dataset_distillation also reads rotten_tomatoes, bbc_news):")
+    for task_name, sets in (("retrieval", RETRIEVAL_SETS), ("generation", GENERATION_SETS),
+                            ("dataset_distillation", IMAGE_SETS)):
         for name, build in sets.items():
             summary = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
             print(f"  {name:16s} {task_name}: {summary}")
