@@ -7,8 +7,8 @@ report writer.
 
 **Learning** (``distill``, ``training``): ``samples`` synthetic images x̃ (from N(0, 1) in the normalised pixel
 space, seeded), laid out as ``steps`` batches; labels ``soft`` (learnable distributions, started ``onehot`` on
-classes 0, 1, …, C − 1, 0, … in turn, or ``random``) or ``hard`` (fixed one-hot, Wang et al.'s original; needs at
-least one sample per class); one learning rate per inner step, T = steps · epochs, η_t = softplus(ρ_t) started at
+classes 0, 1, …, C − 1, 0, … in turn, or ``random``) or ``hard`` (fixed one-hot, Wang et al.'s original; with
+fewer samples than classes the last classes have none, the case soft labels were made for); one learning rate per inner step, T = steps · epochs, η_t = softplus(ρ_t) started at
 ``lr_init``. θ_0 is ``fixed`` (one draw from ``training.seed``, used at every iteration: the set is made for that
 initialisation) or ``random`` (a fresh draw at each iteration: the set must train any initialisation). Each of
 ``training.iterations`` outer steps draws ``batch_size`` real training images and takes one Adam step (learning
@@ -449,10 +449,6 @@ class DatasetDistillationTask(Task):
         out = check_run_folder(recipe, resume=resume, force=force, overwrite=overwrite)
         data = load_data(recipe.data)
         classes, dist = len(data.classes), recipe.distill
-        if dist.labels == "hard" and dist.samples < classes:
-            raise ConfigError(f"recipe key 'distill.samples': {dist.samples} hard-labelled samples cannot cover "
-                              f"{classes} classes; give at least {classes}, or labels 'soft' (a soft label can "
-                              f"carry several classes)")
         if dist.samples > len(data["train"][1]):
             raise ConfigError(f"recipe key 'distill.samples': {dist.samples} is more than the "
                               f"{len(data['train'][1])} real training examples it would distil")
