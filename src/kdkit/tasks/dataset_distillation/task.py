@@ -7,14 +7,14 @@ report writer.
 
 **Learning** (``distill``, ``training``): ``samples`` synthetic images x̃ (from N(0, 1) in the normalised pixel
 space, seeded), laid out as ``steps`` batches; labels ``soft`` (learnable distributions, started ``onehot`` on
-classes 0, 1, …, C − 1, 0, … in turn, or ``random``) or ``hard`` (fixed one-hot, Wang et al.'s original; with
-fewer samples than classes the last classes have none, the case soft labels were made for); one learning rate
-per inner step, T = steps · epochs, η_t = softplus(ρ_t) started at ``lr_init``. θ_0 is ``fixed`` (one draw from ``training.seed``, used at every iteration: the set is made for that
-initialisation) or ``random`` (a fresh draw at each iteration: the set must train any initialisation). Each of
-``training.iterations`` outer steps draws ``batch_size`` real training images and takes one Adam step (learning
-rate ``learning_rate``, betas (``beta1``, ``beta2``)) on x̃, ỹ and ρ, the Adam learning rate halved
-(``decay_factor``) every ``decay_every`` iterations. Real batches and random θ_0 are drawn from (seed, iteration),
-so a resumed run continues exactly where it stopped.
+classes 0, 1, …, C − 1, 0, … in turn, or ``random``) or ``hard`` (fixed one-hot, Wang et al.'s original; with fewer
+samples than classes the last classes have none, the case soft labels were made for); one learning rate per inner
+step, T = steps · epochs, η_t = softplus(ρ_t) started at ``lr_init``. θ_0 is ``fixed`` (one draw from
+``training.seed``, used at every iteration: the set is made for that initialisation) or ``random`` (a fresh draw at
+each iteration: the set must train any initialisation). Each of ``training.iterations`` outer steps draws
+``batch_size`` real training images and takes one Adam step (learning rate ``learning_rate``, betas (``beta1``,
+``beta2``)) on x̃, ỹ and ρ, the Adam learning rate halved (``decay_factor``) every ``decay_every`` iterations. Real
+batches and random θ_0 are drawn from (seed, iteration), so a resumed run continues exactly where it stopped.
 
 **Evaluation** on ``evaluation.split``: fresh LeNets trained on the distilled set alone by the same T steps with
 the learned rates: from the fixed θ_0 (``init: fixed``; the primary ``accuracy``) and from ``evaluation.models``
