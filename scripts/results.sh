@@ -21,8 +21,9 @@ if [ "${1:-}" = generation-all ]; then  # also the first table (10-block student
   exec .venv/bin/kdkit compare experiments/tune_gen_bbc.yaml experiments/compare_gen15_bbc.yaml \
        experiments/compare_noisy_bbc.yaml --document docs/generation.md --preamble experiments/generation_preamble.md
 fi
-if [ "${1:-}" = compression ]; then  # issue 15: block-wise embedding compression, tables (a) and (b)
-  exec .venv/bin/kdkit compare experiments/compare_embed_minilm_rt.yaml \
+if [ "${1:-}" = compression ]; then  # issue 15: block-wise embedding compression, tables (a), (b), (c)
+  exec .venv/bin/kdkit compare experiments/compare_embed_minilm_rt.yaml experiments/compare_embed_smollm2_bbc.yaml \
+       experiments/compare_embed_mpnet_minilm_rt.yaml \
        --document docs/compression_results.md --preamble experiments/compression_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
