@@ -198,6 +198,25 @@ def test_other_metrics_are_averaged_over_seeds_and_shown_after_the_primary():
     assert "ece: expected calibration error (ECE)" in lines[-1]
 
 
+def test_a_plain_primary_metric_is_shown_and_compared_in_its_own_units(tmp_path):
+    def policy(*returns):
+        return [_item({"task": "policy_distillation", "primary_metric": "return",
+                       "student": _entry(r, 10, 0.01, primary="return")}, s) for s, r in enumerate(returns)]
+
+    board = leaderboard({"dpd": policy(-200.0, -100.0), "ppo": policy(-300.0, -250.0)}, alpha=0.5, baseline="ppo")
+    lines = render_leaderboard(board).splitlines()
+    assert lines[2].startswith("| run | seeds | return | Δ vs ppo | teacher return | params (M) |")
+    # Δ = −150 − (−275); its standard error √(70.71²/2 + 35.36²/2) = √3125 = 55.90; not ×100, not in pp
+    assert lines[4].startswith("| dpd | 2 | -150.00 ± 70.71 | +125.00 ± 55.90 | — |")
+    rows = {row["run"]: row for row in board["rows"]}
+    assert rows["dpd"]["dm"] is None  # no teacher, no distillation metric
+    from kdkit.report.leaderboard import _versus_baseline, plot_pareto
+
+    assert _versus_baseline(board) == "Above ppo: dpd (+125.00 ± 55.90). Not above ppo: none."
+    plot_pareto(board, tmp_path / "returns.png", "returns")
+    assert (tmp_path / "returns.png").stat().st_size > 1000
+
+
 def test_old_format_reports_still_aggregate_beside_new_ones():
     """Runs finished by earlier versions (top-level accuracy/ece, no primary_metric) are reused by compare."""
     def old(accuracy, teacher_accuracy=0.8):
