@@ -44,9 +44,11 @@ def test_accuracy_matches_unpadded_one_by_one_predictions(tiny_bert, examples):
         probs = torch.cat([tiny_bert(input_ids=torch.tensor([row["input_ids"]])).logits.softmax(-1)
                            for row in examples])
     labels = torch.tensor([row["labels"] for row in examples])
-    correct = int((probs.argmax(-1) == labels).sum())
+    hits = (probs.argmax(-1) == labels).int().tolist()
+    correct = sum(hits)
     ece = expected_calibration_error(probs, labels)
-    assert result == {"accuracy": pytest.approx(correct / 13), "ece": pytest.approx(ece, abs=1e-6), "n": 13}
+    assert result == {"accuracy": pytest.approx(correct / 13), "ece": pytest.approx(ece, abs=1e-6), "n": 13,
+                      "correct": hits}
 
 
 def test_empty_dataset_is_a_data_error(tiny_bert, examples):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from kdkit import api
 from kdkit.errors import ConfigError
-from kdkit.report.leaderboard import leaderboard, parse_comparison, run_state
+from kdkit.report.leaderboard import leaderboard, paired_interval, parse_comparison, run_state
 from kdkit.report.leaderboard import render_markdown as render_leaderboard
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import metrics_of
@@ -54,6 +54,13 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
                                           + 0.7 * (1 - mean / metrics_of(teacher)[primary]))
         assert row["latency_ms"]["4"] == pytest.approx(
             1e3 * statistics.median(r["student"]["latency"]["4"]["median_s"] for r in runs))
+        for seed, report in enumerate(runs):  # per-example correctness, whose mean is the accuracy
+            correct = json.loads((out / run / f"seed-{seed}" / "per_query.json").read_text())["student"]["accuracy"]
+            assert len(correct) == report["student"]["n"]
+            assert sum(correct.values()) / len(correct) == pytest.approx(metrics_of(report["student"])[primary])
+    # the two runs were scored on the same test examples, so their difference has a paired bootstrap interval
+    low, high = paired_interval(rows["ce-only"], rows["kd-t2"], primary, n=500)
+    assert low <= rows["ce-only"]["score_mean"] - rows["kd-t2"]["score_mean"] <= high
     files = board["files"]
     stored = json.loads((out / "leaderboard.json").read_text())
     assert [r["run"] for r in stored["rows"]] == [r["run"] for r in board["rows"]]

@@ -68,7 +68,8 @@ def per_example(folder: str | Path, metric: str, role: str = "student") -> dict[
     try:
         stored = json.loads((folder / PER_QUERY).read_text())
     except (OSError, ValueError):
-        raise DataError(f"'{folder}' holds no readable {PER_QUERY} (written by a retrieval or generation run)"
+        raise DataError(f"'{folder}' holds no readable {PER_QUERY} (written by classification, retrieval and "
+                        f"generation runs)"
                         ) from None
     if role not in stored or metric not in stored[role]:
         raise DataError(f"'{folder / PER_QUERY}' has no {metric} values for '{role}'; it has {', '.join(stored)}")

@@ -44,7 +44,7 @@ def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_siz
     ``dataset`` yields examples that ``collator`` turns into a batch with ``input_ids`` (B, L),
     ``attention_mask`` (B, L) and ``labels`` (B,); the model returns logits (B, C) as a tensor or ``.logits``.
     Returns ``{"accuracy": fraction in [0, 1], "ece": expected calibration error (15 equal-width bins, see
-    :mod:`kdkit.report.calibration`), "n": number of examples}``.
+    :mod:`kdkit.report.calibration`), "n": number of examples, "correct": 1/0 per example, in dataset order}``.
     """
     if len(dataset) == 0:
         raise DataError("evaluate_classifier: the dataset to evaluate on has no examples")
@@ -59,7 +59,7 @@ def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_siz
             correct.append(prediction.cpu() == batch["labels"])
     confidences, correct = torch.cat(confidences), torch.cat(correct)
     return {"accuracy": correct.sum().item() / len(correct), "ece": calibration_error(confidences, correct),
-            "n": len(correct)}
+            "n": len(correct), "correct": correct.int().tolist()}
 
 
 def measure_latency(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 20, warmup: int = 3) -> dict:

@@ -379,8 +379,8 @@ def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: li
 
 def paired_interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
     """The 95% paired bootstrap interval of ``row``'s score minus ``base``'s over the examples both runs were
-    evaluated on (per seed they share, pooled), from the runs' ``per_query.json``; None when a run has none (a
-    classification run) or the two were scored on different examples."""
+    evaluated on (per seed they share, pooled), from the runs' ``per_query.json``; None when a run has none (made
+    by an older kdkit, or a task that writes none) or the two were scored on different examples."""
     seeds = [seed for seed in row["seeds"] if seed in base["seeds"]]
     if not seeds:
         return None
@@ -465,8 +465,8 @@ def _note(boards: list[dict]) -> str:
         "lower is better. "
         "Δ: difference of mean primary metric to the baseline run, in percentage points, ± the standard error of "
         "that difference √(s²/n + s_b²/n_b) when both runs have several seeds; otherwise, for runs scored per "
-        "example on the same examples (retrieval, generation), [the 95% paired bootstrap interval] over those "
-        "examples (10,000 resamples, seed 0).")
+        "example on the same examples (classification, retrieval, generation), [the 95% paired bootstrap "
+        "interval] over those examples (10,000 resamples, seed 0).")
     return " ".join([definitions, *metric_notes(others)])
 
 

@@ -9,6 +9,7 @@ into its vocabulary (:mod:`kdkit.vocab`); otherwise it reads the text with its o
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from kdkit.engine.pipeline import Prepared, TrainerTask, stored_teacher
 from kdkit.engine.trainer import DistillationModule, DistillationTrainer, training_arguments
 from kdkit.errors import ModelError
 from kdkit.loading import load_model, load_tokenizer, model_config
+from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.evaluate import count_parameters, evaluate_classifier, measure_latency
 from kdkit.report.report import write_report
 from kdkit.schema import TOKENS_MAX, Count, Seed, Strict
@@ -205,9 +207,16 @@ class ClassificationTask(TrainerTask):
         teacher = "" if recipe.teacher is None else recipe.teacher.model + (
             " (fine-tuned)" if recipe.teacher.finetune else "")
         names = (teacher, f"{num_layers(prep.student)}-layer student ({recipe.student.init})")
-        return evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, prep.data,
-                             recipe.data.max_length, recipe.evaluation, batch_size=recipe.training.eval_batch_size,
-                             names=names)
+        per_example: dict = {}
+        results = evaluate_pair(prep.teacher, prep.teacher_tokenizer, prep.student, prep.tokenizer, prep.data,
+                                recipe.data.max_length, recipe.evaluation, batch_size=recipe.training.eval_batch_size,
+                                names=names, per_example=per_example)
+        # per-example correctness, so that kdkit compare gives single-seed runs paired bootstrap intervals
+        out = recipe.resolved_output_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PER_QUERY).write_text(json.dumps({"student": {metric: dict(enumerate(values)) for metric, values
+                                                             in per_example.items()}}) + "\n")
+        return results
 
     def evaluate_student(self, prep, model, name):
         recipe = prep.recipe
@@ -217,11 +226,14 @@ class ClassificationTask(TrainerTask):
 
 
 def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
-                 batch_size: int, scores: dict | None = None) -> dict:
+                 batch_size: int, scores: dict | None = None, per_example: dict | None = None) -> dict:
+    """A model's report entry; ``per_example`` (a dict) receives its per-example ``accuracy`` (1/0)."""
     split = tokenize({cfg.split: data.splits[cfg.split]}, tokenizer, max_length)[cfg.split]
     collator = DataCollator(tokenizer.pad_token_id)
     model.eval()
     scores = evaluate_classifier(model, split, collator, batch_size=batch_size) if scores is None else scores
+    if per_example is not None:
+        per_example["accuracy"] = scores["correct"]
     latency = {}
     for size in cfg.latency_batch_sizes:
         batch = collator([split[i] for i in range(min(size, len(split)))])
@@ -255,14 +267,15 @@ def _teacher_entry(name: str, teacher, tokenizer, data: ClassificationData, max_
 
 
 def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: ClassificationData, max_length: int,
-                  cfg: EvaluationConfig, batch_size: int = 64, names: tuple[str, str] = ("teacher", "student")
-                  ) -> dict:
+                  cfg: EvaluationConfig, batch_size: int = 64, names: tuple[str, str] = ("teacher", "student"),
+                  per_example: dict | None = None) -> dict:
     """Accuracy, ECE, parameters and latency of both models on one split; without a teacher (``None``) the result
-    has no ``teacher`` entry."""
+    has no ``teacher`` entry. ``per_example`` receives the student's per-example accuracy (see :func:`_model_entry`)."""
     with torch.inference_mode():
         roles = {} if teacher is None else {
             "teacher": _teacher_entry(names[0], teacher, teacher_tokenizer, data, max_length, cfg, batch_size)}
-        roles["student"] = _model_entry(names[1], student, tokenizer, data, max_length, cfg, batch_size)
+        roles["student"] = _model_entry(names[1], student, tokenizer, data, max_length, cfg, batch_size,
+                                        per_example=per_example)
     return {"task": "classification", "primary_metric": "accuracy", "split": cfg.split, "dm_alpha": cfg.dm_alpha,
             **roles, "torch_threads": torch.get_num_threads()}
 
