@@ -128,7 +128,21 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
         updates = {k: v for k, v in {**fields, "seeds": seeds}.items() if v is not None}
         if updates:
             comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
-    return comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite)
+    return _with_figures(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
+                         comparison.resolved_output_dir())
+
+
+def _with_figures(board: dict, out: Path) -> dict:
+    """``board`` with ``figures``: the pictures its runs' task adds (:meth:`kdkit.engine.pipeline.Task.
+    compare_figures`), written into the comparison's folder."""
+    import json
+
+    from kdkit.tasks import TASKS
+
+    folders = [d for row in board["rows"] if row["role"] == "student" for d in row.get("dirs", [])]
+    task = json.loads((Path(folders[0]) / "report.json").read_text()).get("task") if folders else None
+    figures = TASKS[task].compare_figures(board, Path(out)) if task in TASKS else []
+    return {**board, "figures": [{"caption": caption, "path": str(path)} for caption, path in figures]}
 
 
 def compare_document(sources: list[str | Path], document: str | Path, overrides: list[str] | None = None, *,
@@ -139,6 +153,7 @@ def compare_document(sources: list[str | Path], document: str | Path, overrides:
     from kdkit.report import leaderboard as comparing
 
     comparisons = [comparing.load_comparison(source) for source in sources]
-    sections = [(comparison, comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite))
+    sections = [(comparison, _with_figures(comparing.compare(comparison, distill, overrides=overrides,
+                                                             overwrite=overwrite), comparison.resolved_output_dir()))
                 for comparison in comparisons]
     return comparing.render_document(sections, Path(document), title=title, preamble=preamble)

@@ -196,3 +196,21 @@ def test_text_sets_distil_sentences_in_an_embedding_space(tmp_path):
     assert not (tmp_path / "run" / "distilled" / "grid.png").exists()
     with pytest.raises(ConfigError, match="'lenet' reads images but data.dataset 'rotten_tomatoes' is text"):
         load_recipe({**recipe, "model": {"name": "lenet"}})
+
+
+def test_a_comparison_draws_accuracy_against_the_number_of_samples(tmp_path):
+    from PIL import Image
+
+    from kdkit import api
+
+    base = _recipe(tmp_path, training={"iterations": 2})
+    comparison = {"name": "dd-sizes", "output_dir": str(tmp_path / "cmp"), "seeds": [0],
+                  "runs": [{"name": f"{n} images", "recipe": base, "set": [f"distill.samples={n}"]} for n in (5, 10)]}
+    board = api.compare(comparison)
+    [figure] = board["figures"]
+    assert figure["caption"] == "test accuracy vs training samples"
+    with Image.open(figure["path"]) as image:
+        assert image.format == "PNG" and image.size[0] > 300
+    page = api.compare_document([comparison], tmp_path / "doc" / "results.md")
+    assert "![dd-sizes: test accuracy vs training samples](results/dd-sizes-1.png)" in page.read_text()
+    assert (tmp_path / "doc" / "results" / "dd-sizes-1.png").is_file()

@@ -104,3 +104,20 @@ def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, c
     with pytest.raises(ConfigError, match=message) as err:
         get_task("policy_distillation").run(load_recipe(_recipe(tmp_path, **changes)))
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_a_comparison_draws_each_runs_learning_curve(tmp_path):
+    from PIL import Image
+
+    from kdkit import api
+
+    single = _recipe(tmp_path, learners=[{"algo": "ppo", "hyperparameters": PPO_FAST}], dpd={"weighting": "none"})
+    comparison = {"name": "dpd-vs-ppo", "output_dir": str(tmp_path / "cmp"), "seeds": [0, 1], "baseline": "ppo",
+                  "runs": [{"name": "dpd", "recipe": _recipe(tmp_path)}, {"name": "ppo", "recipe": single}]}
+    board = api.compare(comparison)
+    [figure] = board["figures"]
+    assert figure["caption"].startswith("learning curves")
+    with Image.open(figure["path"]) as image:
+        assert image.format == "PNG"
+    rows = {row["run"]: row for row in board["rows"]}
+    assert rows["dpd"]["delta_std"] is not None  # two seeds each: Δ in returns with its standard error

@@ -56,3 +56,13 @@ def save_figure(fig, path: Path, dpi: int = 110) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def finish_plot(fig, ax, path: Path, xlabel: str, ylabel: str) -> Path:
+    """Label the axes, add a light grid and the legend, write the figure to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    save_figure(fig, path)
+    return path

@@ -69,6 +69,11 @@ class Task:
         :data:`RESUME_SAFE_KEYS` allows), ``overwrite`` replaces it."""
         raise NotImplementedError
 
+    def compare_figures(self, board: dict, out: Path) -> list[tuple[str, Path]]:
+        """Pictures a comparison of this task's runs adds beside its leaderboard (``kdkit compare``), written under
+        ``out``: ``(caption, path)`` each; none by default."""
+        return []
+
 
 @dataclass
 class Prepared:

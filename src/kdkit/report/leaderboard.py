@@ -33,6 +33,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -667,6 +668,10 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         what = (f"{board['primary_metric']} per run" if chart_kind(board) == "runs"
                 else f"parameters vs {board['primary_metric']}")
         lines += [f"![{comparison.name}: {what}]({figures.name}/{png.name})", ""]
+        for i, extra in enumerate(board.get("figures", [])):  # the task's own pictures (Task.compare_figures)
+            copy = figures / f"{_folder_name(comparison.name)}-{i + 1}.png"
+            shutil.copyfile(extra["path"], copy)
+            lines += [f"![{comparison.name}: {extra['caption']}]({figures.name}/{copy.name})", ""]
     lines += [_note([board for _, board in sections]), ""]
     path.write_text("\n".join(lines))
     return path

@@ -444,6 +444,12 @@ class DatasetDistillationTask(Task):
     primary_metric = "accuracy"
     pipeline_tag = "image-classification"
 
+    def compare_figures(self, board, out):
+        from kdkit.tasks.dataset_distillation.figures import samples_figure
+
+        path = samples_figure(board, out / "samples.png")
+        return [] if path is None else [("test accuracy vs training samples", path)]
+
     def run(self, recipe: DatasetDistillationRecipe, *, resume: bool = False, overwrite: bool = False,
             force: bool = False) -> dict:
         out = check_run_folder(recipe, resume=resume, force=force, overwrite=overwrite)

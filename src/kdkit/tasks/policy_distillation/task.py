@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from kdkit.engine.checkpoints import last_complete_checkpoint
-from kdkit.engine.loops import check_run_folder, open_run_folder, save_checkpoint, save_figure
+from kdkit.engine.loops import check_run_folder, finish_plot, open_run_folder, save_checkpoint
 from kdkit.engine.pipeline import RunInterrupted, Task, check_finite_metrics
 from kdkit.errors import ConfigError
 from kdkit.losses.policy import distillation_weights, peer_advantage, policy_distillation_loss
@@ -189,11 +189,7 @@ def curve_png(path: Path, log: list, labels: list[str]) -> None:
         points = [(entry["timesteps"][i], entry["returns"][i]) for entry in log if entry["returns"][i] is not None]
         if points:
             ax.plot(*zip(*points), label=label)
-    ax.set_xlabel("environment steps (per learner)")
-    ax.set_ylabel("mean return, last 10 training episodes")
-    ax.grid(True, alpha=0.3)
-    ax.legend(frameon=False)
-    save_figure(fig, path)
+    finish_plot(fig, ax, path, "environment steps per learner", "mean return, last 10 training episodes")
 
 
 @register
@@ -204,6 +200,12 @@ class PolicyDistillationTask(Task):
     recipe = PolicyDistillationRecipe
     primary_metric = "return"
     pipeline_tag = "reinforcement-learning"
+
+    def compare_figures(self, board, out):
+        from kdkit.tasks.policy_distillation.figures import curves_figure
+
+        path = curves_figure(board, out / "curves.png")
+        return [] if path is None else [("learning curves, mean ± std over seeds", path)]
 
     def run(self, recipe: PolicyDistillationRecipe, *, resume: bool = False, overwrite: bool = False,
             force: bool = False) -> dict:

@@ -1,0 +1,51 @@
+"""The picture a dataset-distillation comparison adds to its leaderboard: test accuracy against the number of
+distilled samples, one line per kind of set (labels, initialisation), beside the random real subsets of the same
+sizes and the full-data model."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def samples_figure(board: dict, path: Path) -> Path | None:
+    """``accuracy vs distilled samples`` of the comparison's runs (mean ± sample std over seeds, in %); None when
+    the runs have fewer than two sizes to draw a line through."""
+    series: dict[str, dict[int, list[float]]] = {}
+    subsets: dict[int, list[float]] = {}
+    full: list[float] = []
+    for row in board["rows"]:
+        if row["role"] != "student" or row.get("variant"):
+            continue
+        for folder in row["dirs"]:
+            report = json.loads((Path(folder) / "report.json").read_text())
+            distilled = report["distilled"]
+            size = distilled["samples"]
+            kind = f"distilled, {distilled['labels']} labels ({distilled['init']} init)"
+            series.setdefault(kind, {}).setdefault(size, []).append(report["student"]["metrics"]["accuracy"])
+            subsets.setdefault(size, []).append(report["variants"]["random real subset"]["metrics"]["accuracy"])
+            full.append(report["teacher"]["metrics"]["accuracy"])
+    if len(subsets) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdkit.engine.loops import finish_plot
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, points in [*series.items(), ("random real subset", subsets)]:
+        sizes = sorted(points)
+        stats = [_mean_std(points[size]) for size in sizes]
+        ax.errorbar(sizes, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
+                    label=label, linestyle="--" if label == "random real subset" else "-")
+    ax.axhline(100 * statistics.fmean(full), color="black", linestyle=":", label="all real training data")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(subsets), [str(size) for size in sorted(subsets)])
+    return finish_plot(fig, ax, path, "training samples", "test accuracy (%)")
