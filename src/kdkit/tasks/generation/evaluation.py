@@ -126,12 +126,8 @@ def token_scores(model, rows: dict[str, list], pad: int, batch_size: int = 16) -
     return out
 
 
-def perplexity(model, rows: dict[str, list], pad: int, batch_size: int = 16) -> float:
-    """exp(mean NLL) of the completion tokens of ``rows`` (:meth:`Encoder.rows` columns) under teacher forcing."""
-    return perplexity_of(token_scores(model, rows, pad, batch_size))
-
-
 def perplexity_of(scores: dict[str, list]) -> float:
+    """exp(mean NLL) of the completion tokens that :func:`token_scores` scored."""
     return math.exp(sum(scores["nll"]) / max(sum(scores["tokens"]), 1))
 
 
