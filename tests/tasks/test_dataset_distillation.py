@@ -214,3 +214,40 @@ def test_a_comparison_draws_accuracy_against_the_number_of_samples(tmp_path):
     page = api.compare_document([comparison], tmp_path / "doc" / "results.md")
     assert "![dd-sizes: test accuracy vs training samples](results/dd-sizes-1.png)" in page.read_text()
     assert (tmp_path / "doc" / "results" / "dd-sizes-1.png").is_file()
+
+
+def test_samples_figure_counts_each_seeds_subset_once(tmp_path, monkeypatch):
+    from kdkit.tasks.dataset_distillation import figures
+
+    drawn = {}
+
+    def fake_errorbar(self, sizes, means, yerr=None, label=None, **kwargs):
+        drawn[label] = (list(sizes), [round(m, 6) for m in means], [round(e, 6) for e in yerr])
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    monkeypatch.setattr(Axes, "errorbar", fake_errorbar)
+    rows = []
+    for labels in ("soft", "hard"):
+        for size in (5, 10):
+            dirs = []
+            for seed, subset in enumerate((0.4, 0.5)):
+                folder = tmp_path / f"{labels}{size}" / f"seed-{seed}"
+                folder.mkdir(parents=True)
+                accuracy = 0.9 if labels == "soft" else 0.6
+                (folder / "report.json").write_text(json.dumps({
+                    "distilled": {"samples": size, "labels": labels, "init": "fixed"},
+                    "student": {"metrics": {"accuracy": accuracy + seed / 100}},
+                    "variants": {"random real subset": {"metrics": {"accuracy": subset + size / 100}}},
+                    "teacher": {"metrics": {"accuracy": 0.98}}}))
+                dirs.append(str(folder))
+            rows.append({"role": "student", "dirs": dirs})
+    assert figures.samples_figure({"rows": rows}, tmp_path / "samples.png") == tmp_path / "samples.png"
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert drawn["distilled, soft labels (fixed init)"][:2] == ([5, 10], [90.5, 90.5])
+    # the soft and hard runs share each seed's subset: the spread is over the two seeds, not four copies
+    sizes, means, stds = drawn["random real subset"]
+    assert sizes == [5, 10] and means == [50.0, 55.0] and stds == pytest.approx([7.071068, 7.071068])

@@ -17,8 +17,8 @@ def samples_figure(board: dict, path: Path) -> Path | None:
     """``accuracy vs distilled samples`` of the comparison's runs (mean ± sample std over seeds, in %); None when
     the runs have fewer than two sizes to draw a line through."""
     series: dict[str, dict[int, list[float]]] = {}
-    subsets: dict[int, list[float]] = {}
-    full: list[float] = []
+    subsets: dict[int, dict[str, float]] = {}  # one value per size and seed, however many runs share them
+    full: dict[str, float] = {}
     for row in board["rows"]:
         if row["role"] != "student" or row.get("variant"):
             continue
@@ -28,8 +28,9 @@ def samples_figure(board: dict, path: Path) -> Path | None:
             size = distilled["samples"]
             kind = f"distilled, {distilled['labels']} labels ({distilled['init']} init)"
             series.setdefault(kind, {}).setdefault(size, []).append(report["student"]["metrics"]["accuracy"])
-            subsets.setdefault(size, []).append(report["variants"]["random real subset"]["metrics"]["accuracy"])
-            full.append(report["teacher"]["metrics"]["accuracy"])
+            seed = Path(folder).name
+            subsets.setdefault(size, {})[seed] = report["variants"]["random real subset"]["metrics"]["accuracy"]
+            full[seed] = report["teacher"]["metrics"]["accuracy"]
     if len(subsets) < 2:
         return None
     import matplotlib
@@ -40,12 +41,13 @@ def samples_figure(board: dict, path: Path) -> Path | None:
     from kdkit.engine.loops import finish_plot
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, points in [*series.items(), ("random real subset", subsets)]:
+    subset_points = {size: list(by_seed.values()) for size, by_seed in subsets.items()}
+    for label, points in [*series.items(), ("random real subset", subset_points)]:
         sizes = sorted(points)
         stats = [_mean_std(points[size]) for size in sizes]
         ax.errorbar(sizes, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
                     label=label, linestyle="--" if label == "random real subset" else "-")
-    ax.axhline(100 * statistics.fmean(full), color="black", linestyle=":", label="all real training data")
+    ax.axhline(100 * statistics.fmean(full.values()), color="black", linestyle=":", label="all real training data")
     ax.set_xscale("log")
     ax.set_xticks(sorted(subsets), [str(size) for size in sorted(subsets)])
     return finish_plot(fig, ax, path, "training samples", "test accuracy (%)")
