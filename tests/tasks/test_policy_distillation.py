@@ -43,6 +43,26 @@ def test_dpd_end_to_end_writes_sb3_policies_curves_and_a_report(tmp_path):
     model = stable_baselines3.PPO.load(run / "learner-1.zip")
     assert model.num_timesteps == 256
     assert (run / "curve.png").stat().st_size > 1000 and "return" in (run / "report.md").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for i in (0, 1):  # SB3's own scalars and the distillation phases', one TensorBoard run per learner
+        events = EventAccumulator(str(run / "tensorboard" / f"learner-{i}_0")).Reload()
+        tags = events.Tags()["scalars"]
+        assert {"rollout/ep_rew_mean", "train/loss", "dpd/loss", "dpd/peer_better"} <= set(tags)
+        assert [e.step for e in events.Scalars("dpd/loss")] == [128, 256]
+        assert [e.value for e in events.Scalars("dpd/peer_better")] == pytest.approx(
+            [entry["distillation"][i]["peer_better"] for entry in log])
+
+
+def test_tensorboard_missing_is_a_one_line_error_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    with pytest.raises(ConfigError, match="training.tensorboard': the tensorboard package is not installed"):
+        get_task("policy_distillation").run(load_recipe(_recipe(tmp_path)))
+    assert not (tmp_path / "run").exists()
+    report = get_task("policy_distillation").run(load_recipe(_recipe(tmp_path, training={"tensorboard": False})))
+    assert report["student"]["metrics"]["return"] is not None and not (tmp_path / "run" / "tensorboard").exists()
 
 
 def test_a_zero_weight_distillation_leaves_sb3s_updates_unchanged(tmp_path):

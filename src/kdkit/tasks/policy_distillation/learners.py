@@ -31,6 +31,7 @@ class Learner:
 
     def __init__(self, model):
         self.model = model
+        self.log_name = "learner"  # SB3's TensorBoard run name, when the model has a ``tensorboard_log`` folder
 
     @property
     def policy(self):
@@ -38,7 +39,8 @@ class Learner:
 
     def learn(self, steps: int) -> None:
         """``steps`` more environment steps of the algorithm's own learning (its counters and env carried on)."""
-        self.model.learn(total_timesteps=steps, reset_num_timesteps=False, progress_bar=False)
+        self.model.learn(total_timesteps=steps, reset_num_timesteps=False, progress_bar=False,
+                         tb_log_name=self.log_name)
 
     def observations(self, batch: np.ndarray) -> torch.Tensor:
         return self.policy.obs_to_tensor(batch)[0].float()

@@ -14,7 +14,9 @@ environment steps per learner (``training.timesteps``).
 (seeded apart from training), SB3's ``evaluate_policy``; the primary metric ``return`` is the mean over the
 learners of their mean episode return (a plain number, not a fraction), each learner a row of its own. The learning
 curve (mean return of each learner's last 10 training episodes after every round, against its environment steps)
-is in ``metrics.json`` and ``curve.png``.
+is in ``metrics.json`` and ``curve.png``; with ``training.tensorboard`` (the default) TensorBoard event files under
+``tensorboard/learner-<i>_0``: SB3's own scalars (``rollout/ep_rew_mean``, ``train/...``) and each distillation
+phase's ``dpd/loss`` and ``dpd/peer_better`` (the share of peer states with ξ > 0), against environment steps.
 
 **Output**: ``learner-<i>.zip``, SB3's own format (``PPO.load(path)``); checkpoints every ``training.save_steps``
 rounds, so ``--resume`` continues from the last one (each learner's weights, optimiser, step counter and replay
@@ -78,12 +80,14 @@ class DPDConfig(Strict):
 
 class PolicyTrainConfig(Strict):
     """``timesteps`` environment steps per learner, in rounds of ``round_steps``; a checkpoint every
-    ``save_steps`` rounds; ``seed`` (learner i uses seed + i)."""
+    ``save_steps`` rounds; ``seed`` (learner i uses seed + i); ``tensorboard``: TensorBoard event files under
+    ``output_dir/tensorboard/`` (needs the ``tensorboard`` package, in ``kdkit[rl]``)."""
 
     timesteps: Count = 100_000
     round_steps: Count = 2048
     seed: Seed = 0
     save_steps: Count = 10
+    tensorboard: bool = True
 
 
 class PolicyEvaluationConfig(Strict):
@@ -152,6 +156,28 @@ def distill_phase(learner, peer, cfg: DPDConfig, generator: np.random.Generator)
     return {"loss": float(loss.detach()), "peer_better": float((advantage > 0).float().mean())}
 
 
+def check_tensorboard() -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (SB3 writes through it)
+    except ImportError:
+        raise ConfigError("recipe key 'training.tensorboard': the tensorboard package is not installed; "
+                          "pip install tensorboard (or 'kdkit[rl]'), or set training.tensorboard: false") from None
+
+
+def log_to_tensorboard(learners: list, folder: Path) -> None:
+    """SB3 writes each learner's own scalars (``rollout/``, ``train/``) to ``folder/learner-<i>_0``."""
+    for i, learner in enumerate(learners):
+        learner.model.tensorboard_log = str(folder)
+        learner.log_name = f"learner-{i}"
+
+
+def log_phase(learner, phase: dict) -> None:
+    """A distillation phase's numbers as ``dpd/<name>`` scalars in the learner's TensorBoard run, at its step."""
+    for name, value in phase.items():
+        learner.model.logger.record(f"dpd/{name}", value)
+    learner.model.logger.dump(step=learner.model.num_timesteps)
+
+
 def recent_return(learner) -> float | None:
     """Mean return of the learner's last (up to 100, SB3's buffer) finished training episodes."""
     episodes = list(learner.model.ep_info_buffer)[-10:]
@@ -213,6 +239,8 @@ class PolicyDistillationTask(Task):
 
         out = check_run_folder(recipe, resume=resume, force=force, overwrite=overwrite)
         cfg = recipe.training
+        if cfg.tensorboard:
+            check_tensorboard()
         seeds = [cfg.seed + i for i in range(len(recipe.learners))]
         try:
             learners = [build_learner(spec.algo, recipe.env.id, seed, spec.hyperparameters)
@@ -229,6 +257,8 @@ class PolicyDistillationTask(Task):
                         for i, (spec, seed) in enumerate(zip(recipe.learners, seeds))]
         else:
             open_run_folder(out, recipe, overwrite=overwrite)
+        if cfg.tensorboard:
+            log_to_tensorboard(learners, out / "tensorboard")
         rounds = math.ceil(cfg.timesteps / cfg.round_steps)
         round_ = start
         try:
@@ -242,6 +272,8 @@ class PolicyDistillationTask(Task):
                         for i, learner in enumerate(learners):
                             generator = np.random.default_rng(seed_of(cfg.seed, "states", round_, i))
                             phases.append(distill_phase(learner, learners[1 - i], recipe.dpd, generator))
+                            if cfg.tensorboard:
+                                log_phase(learner, phases[-1])
                     log.append({"round": round_ + 1, "timesteps": [lr.model.num_timesteps for lr in learners],
                                 "returns": [recent_return(lr) for lr in learners], "distillation": phases})
                     bar.update(1)
