@@ -4,7 +4,8 @@
 # Pass comparison files to make a document of just those, e.g. experiments/compare_minilm_narrow_rt.yaml;
 # `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
 # 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md),
-# `compression` docs/compression_results.md (block-wise embedding compression).
+# `compression` docs/compression_results.md (block-wise embedding compression), `dataset-distillation`
+# docs/dataset_distillation_results.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -25,6 +26,11 @@ if [ "${1:-}" = compression ]; then  # issue 15: block-wise embedding compressio
   exec .venv/bin/kdkit compare experiments/compare_embed_minilm_rt.yaml experiments/compare_embed_smollm2_bbc.yaml \
        experiments/compare_embed_mpnet_minilm_rt.yaml \
        --document docs/compression_results.md --preamble experiments/compression_preamble.md
+fi
+if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on validation, then test), Fashion, digits, text
+  exec .venv/bin/kdkit compare experiments/tune_dd_mnist.yaml experiments/compare_dd_mnist.yaml \
+       experiments/compare_dd_fashion.yaml experiments/compare_dd_digits.yaml experiments/compare_dd_text.yaml \
+       --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \
