@@ -5,7 +5,7 @@
 # `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
 # 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md),
 # `compression` docs/compression_results.md (block-wise embedding compression), `dataset-distillation`
-# docs/dataset_distillation_results.md.
+# docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md (DPD-PPO vs PPO on MuJoCo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -31,6 +31,10 @@ if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on valid
   exec .venv/bin/kdkit compare experiments/tune_dd_mnist.yaml experiments/compare_dd_mnist.yaml \
        experiments/compare_dd_fashion.yaml experiments/compare_dd_digits.yaml experiments/compare_dd_text.yaml \
        --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
+fi
+if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD-PPO vs PPO, HalfCheetah-v5 and Hopper-v5
+  exec .venv/bin/kdkit compare experiments/compare_dpd_ppo_halfcheetah.yaml experiments/compare_dpd_ppo_hopper.yaml \
+       --document docs/dpd_results.md --preamble experiments/dpd_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \

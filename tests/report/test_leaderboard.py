@@ -215,6 +215,9 @@ def test_a_plain_primary_metric_is_shown_and_compared_in_its_own_units(tmp_path)
     assert lines[2].startswith("| run | seeds | return | Δ vs ppo | teacher return | params (M) |")
     # Δ = −150 − (−275); its standard error √(70.71²/2 + 35.36²/2) = √3125 = 55.90; not ×100, not in pp
     assert lines[4].startswith("| dpd | 2 | -150.00 ± 70.71 | +125.00 ± 55.90 | — |")
+    note = lines[-1]
+    assert "over seeds, in its own units;" in note and "baseline run, in the metric's own units," in note
+    assert "in %" not in note and "percentage points" not in note
     rows = {row["run"]: row for row in board["rows"]}
     assert rows["dpd"]["dm"] is None  # no teacher, no distillation metric
     from kdkit.report.leaderboard import _versus_baseline, plot_pareto

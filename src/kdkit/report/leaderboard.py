@@ -456,15 +456,20 @@ def _note(boards: list[dict]) -> str:
     primaries = list(dict.fromkeys(board["primary_metric"] for board in boards))
     score = primaries[0] if len(primaries) == 1 else "the primary metric of each table"
     others = list(dict.fromkeys(name for board in boards for name in _other_metric_names(board)))
+    plain = [p in PLAIN for p in primaries]
+    units = ("in its own units" if all(plain) else "in %" if not any(plain)
+             else f"in % ({', '.join(p for p in primaries if p in PLAIN)}: in its own units)")
+    delta_units = ("in the metric's own units" if all(plain) else "in percentage points" if not any(plain)
+                   else "in percentage points (in its own units for a metric not in %)")
     definitions = (
-        f"Primary metric: {score} (higher is better), mean ± sample standard deviation (n − 1) over seeds, in %; "
+        f"Primary metric: {score} (higher is better), mean ± sample standard deviation (n − 1) over seeds, {units}; "
         "other metrics: mean over seeds. Latency: median over seeds of each run's median time of one forward pass "
         "(retrieval: of one query, encoded and searched over the corpus; index: the corpus index in MB; "
         "generation: of generating the recipe's max_new_tokens tokens greedily for b prompts); "
         "speedup: median over seeds of teacher/student latency. "
         "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
         "lower is better. "
-        "Δ: difference of mean primary metric to the baseline run, in percentage points, ± the standard error of "
+        f"Δ: difference of mean primary metric to the baseline run, {delta_units}, ± the standard error of "
         "that difference √(s²/n + s_b²/n_b) when both runs have several seeds; otherwise, for runs scored per "
         "example on the same examples (classification, retrieval, generation), [the 95% paired bootstrap "
         "interval] over those examples (10,000 resamples, seed 0).")
