@@ -82,3 +82,37 @@ def test_exported_student_has_a_model_card(tiny_recipe):
     assert "| teacher" in card and "kd" in card  # the report table and the losses
     stored = json.loads((Path(tiny_recipe["output_dir"]) / "report.json").read_text())
     assert stored["primary_metric"] == "accuracy" and "accuracy" in stored["student"]["metrics"]
+
+
+def test_teacher_fine_tuning_keeps_the_best_validation_epoch_and_stops_after_patience(monkeypatch):
+    """select: best scores each epoch, keeps the best epoch's weights (not the last) and stops once `patience`
+    epochs have not beaten it; the curve is stored and reported."""
+    model = torch.nn.Linear(2, 2)
+    accuracies = iter([0.6, 0.8, 0.7, 0.75, 0.9])
+    keep = task_module._BestEpoch(model, lambda: {"accuracy": next(accuracies), "ece": 0.1}, patience=2)
+    control = type("Control", (), {"should_training_stop": False})()
+    weights = []
+    for epoch in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        weights.append(epoch)
+        keep.on_epoch_end(None, type("State", (), {"epoch": float(epoch)})(), control)
+        if control.should_training_stop:
+            break
+    assert epoch == 4  # epochs 3 and 4 did not beat epoch 2
+    meta = keep.restore()
+    assert model.weight.eq(2).all()  # epoch 2's weights, not the last
+    assert meta["kept_epoch"] == 2 and meta["validation"]["accuracy"] == 0.8
+    assert [p["accuracy"] for p in meta["curve"]] == [0.6, 0.8, 0.7, 0.75]
+
+
+def test_fine_tuned_teacher_stores_its_validation_curve_and_the_report_shows_it(tiny_recipe):
+    tiny_recipe["teacher"]["finetune"] = {"epochs": 2, "report_to": [], "batch_size": 16}
+    recipe = load_recipe(tiny_recipe)
+    path = TASK.finetune_teacher(recipe, load_data(recipe.data))
+    line = task_module._teacher_curve(path)
+    assert line.startswith("validation accuracy after each fine-tuning epoch: epoch 1 ") and "(kept)" in line
+    tiny_recipe["teacher"]["select"] = "last"
+    last = load_recipe(tiny_recipe)
+    other = TASK.finetune_teacher(last, load_data(last.data))
+    assert other != path and task_module._teacher_curve(other) is None

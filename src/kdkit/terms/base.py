@@ -128,7 +128,8 @@ class Term(nn.Module):
       ``eager_attention``: reads attention maps (models load with eager attention); ``reads_attention``:
       compares attention (maps, scores or Q/K/V), which some students do not have; ``tasks``: the tasks it
       serves (None: any); ``unit``: what its value is a mean over (``example``, ``token`` or ``target``, see
-    :func:`count_units`).
+    :func:`count_units`); ``unlabeled_rows``: False for a term that needs every row's gold label (rows without
+    one, label -100, come from ``data.augment`` and ``data.unlabeled``).
     Hooks: :meth:`setup` once before training (fit probes on the teacher, carve a meta split),
     :meth:`after_optimizer_step` (an EMA copy), :meth:`extra_logs` (statistics beside ``loss_<name>``),
     :meth:`cache_request` (what the teacher cache must hold for it).
@@ -141,6 +142,7 @@ class Term(nn.Module):
     reads_attention: ClassVar[bool] = False
     tasks: ClassVar[tuple[str, ...] | None] = None
     unit: ClassVar[str] = "example"
+    unlabeled_rows: ClassVar[bool] = True
 
     def __init__(self, cfg: LossConfig, teacher: nn.Module | None = None, student: nn.Module | None = None):
         super().__init__()

