@@ -12,4 +12,5 @@ BENCHMARKS: dict[str, str] = {
     "cache": "bench.cache",
     "retrieval_cache": "bench.retrieval_cache",
     "gkd": "bench.gkd",
+    "augment": "bench.augment",
 }

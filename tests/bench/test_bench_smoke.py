@@ -94,3 +94,12 @@ def test_gkd(tmp_path):
     assert all(value > 0 for value in results["tokens_per_s"].values())
     assert results["loss_difference"] < 1e-4  # kdkit's token_kd JSD and TRL's agree on the same batch
     assert results["cache"]["bytes_per_completion_token"] > 0
+
+
+def test_augment(tmp_path):
+    results = _run("augment", tmp_path)
+    assert results["augmented"] == results["copies"] * results["texts"]
+    assert 0 < results["cached_examples"] <= results["augmented"]
+    for key in ("augmented_per_s", "labelled_per_s", "produced_and_labelled_per_s", "cache_bytes_per_example"):
+        assert results[key] > 0, key
+    assert results["produced_and_labelled_per_s"] < results["augmented_per_s"]

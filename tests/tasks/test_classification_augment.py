@@ -69,6 +69,8 @@ def test_replacement_keeps_capitals_and_only_replaces_known_words():
     assert augment_text("Good movie, 10/10!", table, rng, 0.999, 0.0, 3) == "Great film, 10/10!"
     assert augment_text("Good movie, 10/10!", table, rng, 0.0, 0.0, 3) == "Good movie, 10/10!"
     assert augment_text("zebra", table, rng, 0.999, 0.0, 3) == "zebra"
+    pieces = {"it": ["he"], "s": ["a"], "don": ["do"], "t": ["a"], "th": ["a"]}
+    assert augment_text("it's, don't: 10th", pieces, rng, 0.999, 0.0, 3) == "it's, don't: 10th"  # word pieces
 
 
 def test_span_deletion_removes_at_most_max_span_words_and_keeps_one():

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 
 NO_LABEL = -1  # datasets' ClassLabel value for "no label"; the collator turns it into the losses' -100
-_WORD = re.compile(r"[^\W\d_]+")  # a run of letters: the units that are replaced
+# a word that may be replaced: a run of letters touching no other letter, digit, underscore or apostrophe, so that
+# the pieces of "it's", "don't" or "10th" stay as they are
+_WORD = re.compile(r"(?<![\w'’])[^\W\d_]+(?![\w'’])")
 
 
 def whole_word_pieces(tokenizer) -> dict[int, str]:
