@@ -34,6 +34,14 @@ def test_compare_recipes_with_seeds_then_comparison_file_reuses_them(tiny_recipe
     assert board["name"] == "again"
     assert {s for r in board["rows"] if r["role"] == "student" for s in r["status"].values()} == {"reused"}
 
+    # with --document, --seeds replaces the file's seeds too: seed 0 alone is reused, seed 2 is never trained
+    spec.write_text(yaml.safe_dump({"name": "again", "output_dir": str(out), "seeds": [0, 1, 2], "runs": runs}))
+    code, stdout, err = run_cli(["compare", str(spec), "--seeds", "0", "--document", str(tmp_path / "doc.md")], capsys)
+    assert code == 0, err
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert all(r["seeds"] == [0] for r in board["rows"] if r["role"] == "student")
+    assert not (out / "kd" / "seed-2").exists()
+
 
 def test_compare_errors_are_one_line_exit_2(tiny_recipe, tmp_path, capsys):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe)

@@ -146,13 +146,17 @@ def _with_figures(board: dict, out: Path) -> dict:
 
 
 def compare_document(sources: list[str | Path], document: str | Path, overrides: list[str] | None = None, *,
-                     title: str = "Results", preamble: str = "", overwrite: bool = False) -> Path:
+                     title: str = "Results", preamble: str = "", overwrite: bool = False,
+                     seeds: list[int] | None = None) -> Path:
     """``kdkit compare A.yaml B.yaml --document docs/results.md``: run (or reuse) every comparison file in turn,
     then write one markdown document with a section per comparison (see
-    :func:`kdkit.report.leaderboard.render_document`). Every file is validated before the first run trains."""
+    :func:`kdkit.report.leaderboard.render_document`). ``seeds`` replace every file's own. Every file is validated
+    before the first run trains."""
     from kdkit.report import leaderboard as comparing
 
     comparisons = [comparing.load_comparison(source) for source in sources]
+    if seeds:
+        comparisons = [comparing.parse_comparison({**c.model_dump(), "seeds": seeds}) for c in comparisons]
     sections = [(comparison, _with_figures(comparing.compare(comparison, distill, overrides=overrides,
                                                              overwrite=overwrite), comparison.resolved_output_dir()))
                 for comparison in comparisons]

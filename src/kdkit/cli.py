@@ -307,7 +307,8 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
         if preamble is not None and not Path(preamble).is_file():
             raise ConfigError(f"compare --preamble: '{preamble}' is not a file")
         text = Path(preamble).read_text(encoding="utf-8") if preamble else ""
-        path = api.compare_document(sources, document, set_, preamble=text, overwrite=overwrite)
+        path = api.compare_document(sources, document, set_, preamble=text, overwrite=overwrite,
+                                    seeds=seed_list or None)
         print(f"written: {path}")
         return
     if len(sources) == 1 and is_comparison_file(sources[0]):

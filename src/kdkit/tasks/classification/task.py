@@ -440,6 +440,8 @@ def evaluate_pair(teacher, teacher_tokenizer, student, tokenizer, data: Classifi
                   per_example: dict | None = None) -> dict:
     """Accuracy, ECE, parameters and latency of both models on one split; without a teacher (``None``) the result
     has no ``teacher`` entry. ``per_example`` receives the student's per-example accuracy (see :func:`_model_entry`)."""
+    if teacher is not None:  # a cached or teacher-free run leaves the teacher where it was loaded: on the CPU
+        teacher.to(next(student.parameters()).device)  # latency is compared on one device
     with torch.inference_mode():
         roles = {} if teacher is None else {
             "teacher": _teacher_entry(names[0], teacher, teacher_tokenizer, data, max_length, cfg, batch_size)}
