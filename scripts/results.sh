@@ -5,7 +5,8 @@
 # `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
 # 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md),
 # `compression` docs/compression_results.md (block-wise embedding compression), `dataset-distillation`
-# docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md (DPD-PPO vs PPO on MuJoCo),
+# docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md and
+# docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo),
 # `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows; partial, from GPU runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,8 +35,10 @@ if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on valid
        --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
 fi
 if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD-PPO vs PPO, HalfCheetah-v5 and Hopper-v5
-  exec .venv/bin/kdkit compare experiments/compare_dpd_ppo_halfcheetah.yaml experiments/compare_dpd_ppo_hopper.yaml \
+  .venv/bin/kdkit compare experiments/compare_dpd_ppo_halfcheetah.yaml \
        --document docs/dpd_results.md --preamble experiments/dpd_preamble.md
+  exec .venv/bin/kdkit compare experiments/compare_dpd_ppo_hopper.yaml \
+       --document docs/dpd_results_hopper.md --preamble experiments/dpd_hopper_preamble.md
 fi
 if [ "${1:-}" = full ]; then  # issue 17, partial: the runs made on a lent GPU (kept as their small files), seed 0
   [ -d runs/results/mpnet-minilm-rt-full ] || tar -xzf experiments/device_runs/mpnet-minilm-rt-full.tgz
