@@ -361,6 +361,8 @@ class _BestEpoch(TrainerCallback):
         scores = self.score()
         self.curve.append({"epoch": round(state.epoch, 2), "accuracy": scores["accuracy"], "ece": scores["ece"]})
         best = max(range(len(self.curve)), key=lambda i: (self.curve[i]["accuracy"], -i))
+        print(f"[kdkit] teacher after epoch {state.epoch:g}: validation accuracy {100 * scores['accuracy']:.2f}% "
+              f"(best: epoch {self.curve[best]['epoch']:g})")
         if best == len(self.curve) - 1:
             self.best = (best, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         elif len(self.curve) - 1 - best >= self.patience:
