@@ -22,7 +22,11 @@ def make_tiny_teacher(folder: Path, layers: int = 4, hidden: int = 32, heads: in
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=37, max_position_embeddings=64,
                         num_labels=num_labels)
-    BertForSequenceClassification(config).save_pretrained(folder)
+    import torch
+
+    with torch.random.fork_rng():  # the same weights whichever tests ran before (they draw from the global RNG)
+        torch.manual_seed(0)
+        BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
