@@ -269,13 +269,13 @@ class ClassificationTask(TrainerTask):
             trainer.train()
             if keep is not None:
                 meta.update(keep.restore())
-            trainer.export_student(work, tokenizer)
-            shutil.rmtree(work / "checkpoints", ignore_errors=True)
-            if keep is None:
+            else:
                 model.eval()
                 scores = evaluate_classifier(model, tokenized["validation"], collator,
                                              batch_size=cfg.finetune.eval_batch_size)
                 meta["validation"] = {k: v for k, v in scores.items() if k != "correct"}
+            trainer.export_student(work, tokenizer)
+            shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
         return stored_teacher(f"{cfg.model}-{recipe.data.dataset or 'files'}", key, build,
                               f"fine-tuning the teacher '{cfg.model}'", meta=meta)
