@@ -120,6 +120,23 @@ def test_generations_end_to_end_reuse_resume_and_report(solo_recipe, tmp_path, c
     assert [r["status"] for r in api.distill(other)["generations"]] == ["trained", "trained"]
 
 
+def test_compare_gives_a_born_again_run_one_row_per_generation(solo_recipe, tmp_path):
+    born = {**solo_recipe, "generations": {"count": 2}}
+    board = api.compare({"name": "sd", "output_dir": str(tmp_path / "cmp"), "seeds": [0, 1], "baseline": "ban",
+                         "runs": [{"name": "ban", "recipe": born},
+                                  {"name": "ls", "recipe": solo_recipe, "set": ["losses=[{name: label_smoothing}]"]}]})
+    rows = {row["run"]: row for row in board["rows"]}
+    assert set(rows) == {"ban gen 0", "ban gen 1", "ls"}  # no teacher row: each generation's teacher is a row
+    for g in (0, 1):
+        reports = [json.loads((tmp_path / "cmp" / "ban" / f"seed-{s}" / f"gen-{g}" / "report.json").read_text())
+                   for s in (0, 1)]
+        assert rows[f"ban gen {g}"]["scores"] == pytest.approx([r["student"]["metrics"]["accuracy"] for r in reports])
+        assert rows[f"ban gen {g}"]["n"] == 2 and rows[f"ban gen {g}"]["teacher_score"] is None
+    assert board["baseline"] == "ban gen 0" and rows["ban gen 0"]["delta"] == 0
+    gen0, gen1 = rows["ban gen 0"], rows["ban gen 1"]
+    assert gen1["delta"] == pytest.approx(gen1["score_mean"] - gen0["score_mean"])
+
+
 # --- without a teacher ----------------------------------------------------------------------------------------------
 
 def test_teacher_free_run_loads_no_teacher_and_reports_the_student_alone(solo_recipe, tmp_path, capsys):

@@ -11,7 +11,8 @@ student's mean ± sample standard deviation (n − 1; blank for one seed), the t
 metrics, student parameters, median latency over seeds, median speedup over seeds (each seed's speedup is a ratio
 of two timings taken in the same process, so it is steadier than a ratio of medians), and the distillation metric
 (Alkhulaifi et al., 2021) at the comparison's α from the mean scores. A teacher-free run (label smoothing, Beta
-smoothing, ...) has no teacher row and blank teacher columns. Files: ``leaderboard.md``, ``leaderboard.html``,
+smoothing, ...) has no teacher row and blank teacher columns; a born-again run (a recipe with ``generations``) gives
+one row per generation (:func:`expand_generations`). Files: ``leaderboard.md``, ``leaderboard.html``,
 ``leaderboard.json`` and ``pareto.png`` (see :func:`pareto_figure`).
 
 What happens to a run folder that already exists, decided by comparing its stored ``recipe.yaml`` with the recipe
@@ -231,6 +232,31 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
             report = distill(recipe, resume=resume, overwrite=not resume and state != "new")
         results.setdefault(name, []).append({"seed": seed, "status": status, "dir": str(folder), "report": report})
     return results
+
+
+def expand_generations(results: dict[str, list[dict]], baseline: str | None = None
+                       ) -> tuple[dict[str, list[dict]], str | None]:
+    """One row per generation for each born-again run (a recipe with ``generations``), named ``<run> gen <g>``.
+
+    Each generation is an ordinary run with its own ``report.json`` in ``<run dir>/gen-<g>``; its teacher is the
+    previous generation, a row of the same table, so the generation's teacher fields are dropped (no teacher row
+    per seed). A baseline that names a born-again run means its generation 0 (the run without a teacher). Other
+    runs pass unchanged.
+    """
+    expanded: dict[str, list[dict]] = {}
+    for name, items in results.items():
+        if not all("generations" in item["report"] for item in items):
+            expanded[name] = items
+            continue
+        for item in items:
+            for gen in item["report"]["generations"]:
+                report = json.loads((Path(gen["dir"]) / "report.json").read_text())
+                report = {k: v for k, v in report.items() if k not in ("teacher", "teacher_source")}
+                expanded.setdefault(f"{name} gen {gen['generation']}", []).append(
+                    {**item, "dir": gen["dir"], "report": report})
+        if baseline == name:
+            baseline = f"{name} gen 0"
+    return expanded, baseline
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -686,7 +712,8 @@ def compare(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
             overwrite: bool = False) -> dict:
     """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict."""
     results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite)
-    board = leaderboard(results, comparison.alpha, comparison.baseline)
+    results, baseline = expand_generations(results, comparison.baseline)
+    board = leaderboard(results, comparison.alpha, baseline)
     out = comparison.resolved_output_dir()
     paths = write_leaderboard(out, board, comparison.name)
     return {"name": comparison.name, **board, "files": {k: str(v) for k, v in paths.items()}}
