@@ -71,6 +71,7 @@ def _refused(overrides: list[str], data: dict | None = None) -> str:
     ("training.gradient_accumulation_steps", "false", "'training.gradient_accumulation_steps'"),
     ("training.max_steps", "1e400", "'training.max_steps'"),
     ("training.max_steps", str(2**31), "'training.max_steps'"),
+    ("training.max_steps", "0", "'training.max_steps': 0 steps would train nothing"),
     ("training.logging_steps", "0", "'training.logging_steps'"),
     ("training.weight_decay", ".inf", "'training.weight_decay'"),
     ("training.warmup_ratio", ".nan", "'training.warmup_ratio'"),

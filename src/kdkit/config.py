@@ -51,7 +51,7 @@ class TrainConfig(_Strict):
     ``skip`` the run still stops at ``max_consecutive_nonfinite`` bad batches in a row: by then the model itself,
     not one batch, has diverged.
 
-    Bounds: epochs (0, 1e4]; max_steps -1 (train for ``epochs``) or up to 2³¹ − 1; learning_rate (1e-12, 10];
+    Bounds: epochs (0, 1e4]; max_steps -1 (train for ``epochs``) or 1..2³¹ − 1; learning_rate (1e-12, 10];
     batch sizes and gradient_accumulation_steps 1..2¹⁶; weight_decay [0, 10]; warmup_ratio [0, 1); seed
     0..2³² − 1; step counts and limits 1..2³¹ − 1; no value in ``extra`` is NaN or infinite.
     """
@@ -73,6 +73,15 @@ class TrainConfig(_Strict):
     nonfinite: Literal["stop", "skip"] = "stop"
     max_consecutive_nonfinite: Count = 10
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, steps: int) -> int:
+        # the Trainer reads 0 as "no step limit" and would silently train for `epochs`
+        if steps == 0:
+            raise ValueError("0 steps would train nothing; give a positive number of steps, or -1 to train for "
+                             "'epochs'")
+        return steps
 
     @field_validator("lr_scheduler_type")
     @classmethod
