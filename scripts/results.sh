@@ -7,7 +7,8 @@
 # `compression` docs/compression_results.md (block-wise embedding compression), `dataset-distillation`
 # docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md and
 # docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo),
-# `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs).
+# `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs),
+# `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -46,6 +47,10 @@ if [ "${1:-}" = full ]; then  # issue 17: the runs made on a lent GPU (kept as t
   exec .venv/bin/kdkit compare experiments/tune_mpnet_minilm_rt_full.yaml experiments/compare_mpnet_minilm_rt_full.yaml \
        experiments/compare_mpnet_minilm_rt_full_parts.yaml \
        --document docs/results_full.md --preamble experiments/results_full_preamble.md
+fi
+if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Beta smoothing, born-again 1-3
+  exec .venv/bin/kdkit compare experiments/compare_self_distillation_rt.yaml \
+       --document docs/self_distillation_results.md --preamble experiments/self_distillation_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \

