@@ -3,13 +3,16 @@ file rule and the one-line errors."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from kdkit.assets import DatasetAsset, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.tasks.multimodal.data import (MISSING, Modality, MultimodalData, check_images, emoji_file,
-                                         load_clothing_reviews, load_emoji, load_named_multimodal)
+                                         load_clothing_reviews, load_emoji, load_multimodal_files,
+                                         load_named_multimodal)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +100,57 @@ def test_an_asset_with_one_glob_per_package_and_a_missing_package():
     with pytest.raises(DataError, match=r"^'x' needs its data package\(s\), which are not installed: run "
                                         r"`pip install --no-deps no-such-data==1.0`$"):
         asset_files(absent)
+
+
+MODALITIES = {"picture": Modality("image", ("image",)), "words": Modality("text", ("caption",)),
+              "table": Modality("tabular", numeric=("price",), categorical=("shop",))}
+
+
+def _user_rows(n: int, folder) -> list[dict]:
+    (folder / "img").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        (folder / "img" / f"{i}.png").write_bytes(b"png")
+        rows.append({"image": f"img/{i}.png", "caption": f"thing {i}" if i % 7 else "",
+                     "price": str(i / 2) if i % 5 else "", "shop": "" if i % 3 == 0 else f"s{i % 2}",
+                     "label": "cat" if i % 2 else "dog"})
+    return rows
+
+
+def test_user_files_in_csv_or_jsonl_carve_missing_splits_per_class(tmp_path):
+    rows = _user_rows(40, tmp_path)
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    with open(tmp_path / "test.jsonl", "w") as f:
+        for row in rows[:6]:
+            f.write(json.dumps(row) + "\n")
+    data = load_multimodal_files(tmp_path / "train.csv", MODALITIES, test_file=tmp_path / "test.jsonl", seed=3)
+    assert data.label_names == ["cat", "dog"] and list(data.splits) == ["train", "validation", "test"]
+    assert len(data.splits["test"]) == 6 and len(data.splits["validation"]) == 4  # a tenth of each class of 20
+    assert len(data.splits["train"]) == 36 and set(data.splits["validation"]["label"]) == {0, 1}
+    train = pd.concat([data.splits["train"], data.splits["validation"]])
+    assert sorted(train["price"].isna().tolist()).count(True) == 8  # rows 0, 5, ..., 35: empty price -> NaN
+    assert (train["shop"] == MISSING).sum() == 14 and train["caption"].eq("").sum() == 6
+    assert all(path.startswith(str(tmp_path / "img")) for path in train["image"])  # relative to the file's folder
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: [{k: v for k, v in r.items() if k != "shop"} for r in rows],
+     r"data file '.*train\.csv' has no column 'shop' \(modality 'table' or the label\); columns: image, caption, "),
+    (lambda rows: [{**r, "price": "cheap"} if i == 4 else r for i, r in enumerate(rows)],
+     r"data file '.*train\.csv', example 5: column 'price' 'cheap' is not a number \(modality 'table'\)"),
+    (lambda rows: [{**r, "image": "img/none.png"} if i == 2 else r for i, r in enumerate(rows)],
+     r"train example \d+: image '.*img/none\.png' of modality 'picture' is not a file"),
+])
+def test_bad_user_files_are_one_line(tmp_path, change, message):
+    pd.DataFrame(change(_user_rows(40, tmp_path))).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match="^" + message):
+        load_multimodal_files(tmp_path / "train.csv", MODALITIES)
+
+
+def test_a_test_label_unseen_in_training_is_refused(tmp_path):
+    rows = _user_rows(40, tmp_path)
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame([{**rows[0], "label": "cow"}]).to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(DataError, match=r"^data file '.*test\.csv' has label 'cow', which no training example has; "
+                                        r"labels: cat, dog$"):
+        load_multimodal_files(tmp_path / "train.csv", MODALITIES, test_file=tmp_path / "test.csv")

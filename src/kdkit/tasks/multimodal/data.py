@@ -18,12 +18,16 @@ Named offline sets (installed from PyPI, ``../shared/ASSETS.md``), each split 80
   (categorical); label = ``Recommended IND`` (``label: recommended``, 2 classes) or ``Rating`` (``label: rating``,
   5 classes).
 
+User data (:func:`load_multimodal_files`): a csv or jsonl file per split (validation and test carved from train
+when absent), the modalities named by column; image paths relative to the file's folder.
+
 The multimodal task (encoders, fusion, MSD's per-modality terms) is not built yet; this module only loads and
 checks examples.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +38,7 @@ import pandas as pd
 
 from kdkit.assets import DatasetAsset, asset_files
 from kdkit.errors import ConfigError, DataError
-from kdkit.tasks.files import SPLITS, carve
+from kdkit.tasks.files import SPLITS, carve, cut, json_objects, read_text
 
 # kept out of kdkit.assets.DATASETS, which lists the classification task's named sets (as retrieval's names are)
 ASSETS = {
@@ -85,14 +89,15 @@ def emoji_file(unified: str, folder: Path) -> Path | None:
     return None
 
 
-def stratified_splits(frame: pd.DataFrame, seed: int, origin: str) -> dict[str, pd.DataFrame]:
-    """``frame`` split per label with :func:`kdkit.tasks.files.carve` (``FRACTIONS`` of each class to validation
-    and test, the rest to train), so every split has each class in its share; rows keep their order."""
-    parts: dict[str, list[int]] = {split: [] for split in SPLITS}
+def stratified_splits(frame: pd.DataFrame, seed: int, origin: str, fractions: dict[str, float] = FRACTIONS
+                      ) -> dict[str, pd.DataFrame]:
+    """``frame`` split per label with :func:`kdkit.tasks.files.carve` (``fractions`` of each class to those splits,
+    the rest to train), so every split has each class in its share; rows keep their order."""
+    parts: dict[str, list[int]] = {split: [] for split in ("train", *fractions)}
     labels = frame["label"].to_numpy()
     for value in np.unique(labels):
         rows = np.flatnonzero(labels == value).tolist()
-        for split, taken in carve(rows, FRACTIONS, seed, f"{origin} (class {value})", {}, "examples").items():
+        for split, taken in carve(rows, fractions, seed, f"{origin} (class {value})", {}, "examples").items():
             parts[split] += taken
     return {split: frame.iloc[sorted(rows)].reset_index(drop=True) for split, rows in parts.items()}
 
@@ -162,3 +167,77 @@ def check_images(data: MultimodalData, base: Path | None = None) -> None:
                 path = Path(str(value)) if base is None or Path(str(value)).is_absolute() else base / str(value)
                 if not path.is_file():
                     raise DataError(f"{split} example {row + 1}: image '{path}' of modality '{name}' is not a file")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A csv or jsonl file as a DataFrame (csv cells stay strings; ``""`` is a missing value)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return pd.DataFrame([obj for _, obj in json_objects(path, '{"text": "...", "image": "a.png", "label": "x"}')])
+    if suffix == ".csv":
+        try:
+            return pd.read_csv(io.StringIO(read_text(path, "a .csv file")), dtype=str, keep_default_na=False)
+        except ValueError as err:
+            raise DataError(f"data file '{path}' cannot be parsed as csv: {cut(str(err).splitlines()[0])}") from None
+    raise DataError(f"data file '{path}' has extension '{suffix}'; use .csv or .jsonl")
+
+
+def _columns_of(modality: Modality) -> tuple[str, ...]:
+    return modality.columns + modality.numeric + modality.categorical
+
+
+def load_multimodal_files(train_file: str | Path, modalities: dict[str, Modality], *, label_column: str = "label",
+                          validation_file: str | Path | None = None, test_file: str | Path | None = None,
+                          seed: int = 0) -> MultimodalData:
+    """User data: one csv/jsonl file per split, ``modalities`` naming the columns; a split without a file is
+    carved from train per class (``FRACTIONS``, ``seed``). Labels are the sorted distinct values of
+    ``label_column`` in train. Image paths are read relative to their file's folder and must exist; numeric
+    columns must parse as numbers (empty = NaN); empty categorical cells become :data:`MISSING`. Every problem is
+    one :class:`DataError` naming the file, the row or the column."""
+    if not modalities:
+        raise ConfigError("multimodal data needs at least one modality")
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    frames: dict[str, pd.DataFrame] = {}
+    for split, file in files.items():
+        if file is None:
+            continue
+        path = Path(file)
+        frame = _read_table(path)
+        for name, modality in modalities.items():
+            for column in (*_columns_of(modality), label_column):
+                if column not in frame.columns:
+                    raise DataError(f"data file '{path}' has no column '{cut(column, 40)}' (modality '{name}' or "
+                                    f"the label); columns: {cut(', '.join(map(str, frame.columns)), 120)}")
+        frame = frame.reset_index(drop=True)
+        for name, modality in modalities.items():
+            if modality.kind == "image":
+                column = modality.columns[0]
+                frame[column] = [str(p if Path(str(p)).is_absolute() else path.parent / str(p)) for p in frame[column]]
+            if modality.kind == "text":
+                frame[modality.columns[0]] = frame[modality.columns[0]].fillna("").astype(str)
+            for column in modality.numeric:
+                values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+                bad = values.isna() & frame[column].notna() & (frame[column] != "")
+                if bad.any():
+                    row = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise DataError(f"data file '{path}', example {row + 1}: column '{cut(column, 40)}' "
+                                    f"{cut(repr(frame[column][row]))} is not a number (modality '{name}')")
+                frame[column] = values.astype(float)
+            for column in modality.categorical:
+                frame[column] = frame[column].replace("", np.nan).fillna(MISSING).astype(str)
+        frames[split] = frame
+    label_names = sorted({str(v) for v in frames["train"][label_column]})
+    ids = {name: i for i, name in enumerate(label_names)}
+    for split, frame in frames.items():
+        unknown = [v for v in map(str, frame[label_column]) if v not in ids]
+        if unknown:
+            raise DataError(f"data file '{files[split]}' has label '{cut(unknown[0], 40)}', which no training example "
+                            f"has; labels: {cut(', '.join(label_names), 120)}")
+        frame["label"] = [ids[str(v)] for v in frame.pop(label_column)]
+    missing = {split: FRACTIONS[split] for split in ("validation", "test") if split not in frames}
+    if missing:
+        frames.update(stratified_splits(frames["train"], seed, f"data file '{train_file}'", missing))
+    frames = {split: frames[split] for split in SPLITS}
+    data = MultimodalData(frames, label_names, dict(modalities))
+    check_images(data)
+    return data
