@@ -8,6 +8,7 @@ from kdkit.losses._reduce import reduce_loss
 from kdkit.losses.attention import attention_kl, attention_score_mse, value_relation_kl
 from kdkit.losses.hidden import Projection, hidden_cosine, hidden_mse, pkd_loss
 from kdkit.losses.logits import cross_entropy, hinton_kd, kl_divergence, logit_mse, soft_cross_entropy
+from kdkit.losses.multimodal import modality_saliency, msd_loss, saliency_weights
 from kdkit.losses.reweighting import (LambdaNet, MetaAdam, l2rw_gradients, l2rw_lambda, lookahead_meta_loss,
                                      meta_net_gradient, per_sample_ce_kd, reweighted_loss, rwkd_features)
 from kdkit.losses.ranking import in_batch_ce, margin_mse, maxsim, tct_loss
@@ -45,8 +46,11 @@ __all__ = [
     "logit_mse",
     "margin_mse",
     "maxsim",
+    "modality_saliency",
+    "msd_loss",
     "pkd_loss",
     "reduce_loss",
+    "saliency_weights",
     "soft_cross_entropy",
     "soft_target_cross_entropy",
     "tct_loss",
