@@ -221,3 +221,27 @@ def test_distill_with_augmented_and_unlabeled_rows_caches_every_copy(tiny_recipe
     assert build_teacher_cache(TASK, recipe)["examples"] == len(keys)  # the run's cache holds every one
     digest = json.loads((tmp_path / "run" / "train_data.json").read_text())
     assert digest["examples"] == len(train)
+
+
+def test_a_run_with_augmented_rows_resumes_to_the_weights_of_an_uninterrupted_run(tiny_recipe, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from kdkit import api
+
+    tiny_recipe["data"]["augment"] = {"copies": 2, "replace_prob": 0.6}
+    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}]
+    tiny_recipe["training"].update(max_steps=4, save_steps=2, report_to=[])
+    api.distill(tiny_recipe)
+    run = tmp_path / "run"
+    uninterrupted = load_file(run / "student" / "model.safetensors")
+    # as if killed after checkpoint-2: the copies are made again, from their seed, and the run picks up there
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(run / "student")
+    (run / "report.json").unlink()
+    api.distill(tiny_recipe, resume=True)
+    assert "resuming from" in capsys.readouterr().out
+    resumed = load_file(run / "student" / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
