@@ -76,8 +76,10 @@ class TabularSpec:
         values = frame[list(self.numeric)].to_numpy(dtype=np.float64)
         missing = np.isnan(values)
         scaled = np.where(missing, 0.0, (values - self.mean) / self.std)
-        ids = [[({v: i + 1 for i, v in enumerate(vocab)}).get(x, 0) for x in frame[column]]
-               for column, vocab in zip(self.categorical, self.vocab)]
+        ids = []
+        for column, vocab in zip(self.categorical, self.vocab):
+            index = {value: i + 1 for i, value in enumerate(vocab)}  # once per column, not per cell
+            ids.append([index.get(x, 0) for x in frame[column]])
         categorical = np.array(ids, dtype=np.int64).T.reshape(len(frame), len(self.categorical))
         return {"numeric": torch.tensor(np.concatenate([scaled, missing], axis=1), dtype=torch.float32),
                 "categorical": torch.from_numpy(categorical)}
