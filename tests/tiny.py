@@ -168,3 +168,23 @@ def make_tiny_generation_jsonl(path: Path, n: int = 60, seed: int = 0) -> Path:
                                  "completion": " " + " ".join(body[:2])}))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def make_tiny_multimodal(folder: Path, n: int = 48, seed: int = 0) -> Path:
+    """``folder/train.csv``: an image (a red or blue square with noise), a text and two tabular columns per row; the
+    label shows in the image colour and in the words (each alone predicts it), the tabular columns are noise."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["image,text,age,shop,label"]
+    for i in range(n):
+        label = i % 2
+        colour = (200 + rng.randint(0, 55), 0, 0, 255) if label else (0, 0, 200 + rng.randint(0, 55), 255)
+        Image.new("RGBA", (8, 8), colour).save(folder / f"img{i}.png")
+        words = rng.sample(POSITIVE if label else NEGATIVE, 1) + rng.sample(FILLER, rng.randint(1, 4))
+        rng.shuffle(words)
+        age = "" if i % 7 == 0 else str(rng.randint(18, 70))
+        rows.append(f"img{i}.png,{' '.join(words)},{age},{rng.choice(['a', 'b', ''])},{'pos' if label else 'neg'}")
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder / "train.csv"

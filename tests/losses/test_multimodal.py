@@ -56,3 +56,39 @@ def test_msd_is_the_weighted_sum_of_each_views_kd_and_zero_for_equal_views():
 def test_bad_shapes_and_schemes_are_one_line(call, message):
     with pytest.raises(ConfigError, match="^" + message):
         call()
+
+
+def test_learned_weights_start_equal_and_their_meta_gradient_matches_finite_differences():
+    from torch.func import functional_call
+
+    from kdkit.losses import SaliencyWeightNet, msd_meta_gradient
+
+    torch.manual_seed(0)
+    student = torch.nn.Linear(4, 3).double()
+    net = SaliencyWeightNet(2).double()
+    saliency = torch.rand(5, 2, dtype=torch.double)
+    assert torch.allclose(net(saliency), torch.full((5, 2), 0.5, dtype=torch.double))
+    views_x = torch.randn(2, 5, 4, dtype=torch.double)
+    teacher_views = torch.randn(2, 5, 3, dtype=torch.double)
+    meta_x, meta_y = torch.randn(6, 4, dtype=torch.double), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        net.linear.weight.copy_(torch.randn(2, 2))
+    params = {n: p.detach().clone().requires_grad_() for n, p in student.named_parameters()}
+
+    def views_at(theta):
+        return torch.stack([functional_call(student, theta, (x,)) for x in views_x])
+
+    def meta_logits_at(theta):
+        return functional_call(student, theta, (meta_x,))
+
+    net.requires_grad_(True)
+    meta, grads = msd_meta_gradient(net, saliency, views_at, params, teacher_views, meta_logits_at, meta_y, 0.5, 2.0)
+    eps, w = 1e-6, net.linear.weight
+    with torch.no_grad():
+        w[0, 1] += eps
+    up, _ = msd_meta_gradient(net, saliency, views_at, params, teacher_views, meta_logits_at, meta_y, 0.5, 2.0)
+    with torch.no_grad():
+        w[0, 1] -= 2 * eps
+    down, _ = msd_meta_gradient(net, saliency, views_at, params, teacher_views, meta_logits_at, meta_y, 0.5, 2.0)
+    assert grads[0][0, 1].item() == pytest.approx(((up - down) / (2 * eps)).item(), rel=1e-4, abs=1e-9)
+    assert grads[0].abs().sum() > 0

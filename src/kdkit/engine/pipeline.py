@@ -225,6 +225,11 @@ class TrainerTask(Task):
             prep.student.train(was_training)
             path.write_text(json.dumps(entry, indent=1) + "\n")
 
+    def teacher_signals(self, prep: Prepared, train):
+        """The teacher signal source the trainer reads (:func:`teacher_source`: a cache or the live teacher; none
+        when no loss reads the teacher)."""
+        return teacher_source(self, prep, train)
+
     def batch_hook(self, prep: Prepared):
         """A function the trainer applies to each training batch before the teacher sees it (see
         :class:`~kdkit.engine.trainer.DistillationTrainer`), or None (the default)."""
@@ -331,7 +336,7 @@ class TrainerTask(Task):
             train_digest = data_digest(splits["train"])
             if resume:
                 check_resume_data(out, train_digest, force=force)
-            teacher = teacher_source(self, prep, splits["train"])
+            teacher = self.teacher_signals(prep, splits["train"])
 
             state = PartialState()
             state.wait_for_everyone()  # every rank has passed its checks before the main rank touches output_dir

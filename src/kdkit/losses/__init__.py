@@ -8,7 +8,8 @@ from kdkit.losses._reduce import reduce_loss
 from kdkit.losses.attention import attention_kl, attention_score_mse, value_relation_kl
 from kdkit.losses.hidden import Projection, hidden_cosine, hidden_mse, pkd_loss
 from kdkit.losses.logits import cross_entropy, hinton_kd, kl_divergence, logit_mse, soft_cross_entropy
-from kdkit.losses.multimodal import modality_saliency, msd_loss, saliency_weights
+from kdkit.losses.multimodal import (SaliencyWeightNet, modality_saliency, msd_loss, msd_meta_gradient,
+                                     saliency_weights)
 from kdkit.losses.reweighting import (LambdaNet, MetaAdam, l2rw_gradients, l2rw_lambda, lookahead_meta_loss,
                                      meta_net_gradient, per_sample_ce_kd, reweighted_loss, rwkd_features)
 from kdkit.losses.ranking import in_batch_ce, margin_mse, maxsim, tct_loss
@@ -19,6 +20,8 @@ from kdkit.losses.token import token_divergence, topk_log_probs, topk_token_dive
 from kdkit.losses.universal import ProbeSet, universal_kd
 
 __all__ = [
+    "SaliencyWeightNet",
+    "msd_meta_gradient",
     "LambdaNet",
     "MetaAdam",
     "l2rw_gradients",

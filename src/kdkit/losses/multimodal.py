@@ -12,16 +12,18 @@ with the weights from each modality's *saliency* for the teacher, the change of 
 
 Weighting schemes (:func:`saliency_weights`), each summing to 1 over the modalities of a sample: ``equal``
 (1/M), ``population`` (each modality's mean saliency over the data, normalised), ``instance`` (the sample's own
-saliencies, normalised; equal where a sample's are all 0). The paper's fourth scheme, weights learned by a
-meta-learner on a held-out split, sits in the training task, not here.
+saliencies, normalised; equal where a sample's are all 0); the paper's fourth, weights learned by a meta-learner
+on a held-out split, is :class:`SaliencyWeightNet` trained by :func:`msd_meta_gradient`.
 
 Shapes: logits ``(B, C)``; the views of M modalities stacked ``(M, B, C)``; weights and saliencies ``(B, M)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdkit.errors import ConfigError
 from kdkit.losses._reduce import reduce_loss
@@ -87,3 +89,44 @@ def msd_loss(student_views: Tensor, teacher_views: Tensor, weights: Tensor, temp
     per_view = torch.stack([kl_divergence(s, t, temperature, reduction="none")
                             for s, t in zip(student_views, teacher_views)], dim=1)  # (B, M)
     return reduce_loss((weights.to(per_view.dtype) * per_view).sum(-1), None, reduction)
+
+
+class SaliencyWeightNet(nn.Module):
+    """MSD's learned weighting: ``w(x) = softmax(W·s(x) + b)`` from the ``(B, M)`` saliencies, W ``(M, M)`` and b
+    ``(M,)`` started at zero (equal weights); trained by :func:`msd_meta_gradient`, never by the training loss."""
+
+    def __init__(self, modalities: int):
+        super().__init__()
+        self.linear = nn.Linear(modalities, modalities)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, saliency: Tensor) -> Tensor:
+        return torch.softmax(self.linear(saliency.to(self.linear.weight.dtype)), dim=-1)
+
+
+def msd_meta_gradient(weight_net: nn.Module, saliency: Tensor, views_at: Callable[[dict], Tensor],
+                      params: dict[str, Tensor], teacher_views: Tensor, meta_logits_at: Callable[[dict], Tensor],
+                      meta_labels: Tensor, virtual_lr: float, temperature: float = 1.0
+                      ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One look-ahead meta step of the learned weights (learning to reweight, Ren et al. 2018, as MSD's meta-learner).
+
+    θ' = θ − η·∇_θ Σ_m w_m(x)·KD_m(θ) with w = ``weight_net(saliency)`` kept in the graph, then the meta loss
+    CE(f(x_meta; θ'), y_meta) and its gradient w.r.t. the weight network's parameters (which must require grad).
+    Only the weighted term steps θ here: the rest of the loss does not depend on w.
+
+    Args:
+        views_at: θ ↦ the student's ``(M, B, C)`` single-modality logits of the training batch at θ.
+        params: the student's trainable parameters θ by name.
+        meta_logits_at: θ ↦ the student's logits of the meta batch at θ.
+
+    Returns:
+        ``(meta loss, gradients in weight_net.parameters() order)``.
+    """
+    loss = msd_loss(views_at(params), teacher_views, weight_net(saliency), temperature)
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True, allow_unused=True)
+    updated = {n: params[n] if g is None else params[n] - virtual_lr * g for n, g in zip(names, grads)}
+    logits = meta_logits_at(updated)
+    meta = torch.nn.functional.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), meta_labels)
+    return meta.detach(), torch.autograd.grad(meta, list(weight_net.parameters()))

@@ -34,7 +34,12 @@ def _inference(model: nn.Module) -> Iterator[torch.device]:
 
 def _model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     # labels would make HF models compute a loss; teacher_* columns belong to the teacher's tokenizer
-    return {k: v.to(device) for k, v in batch.items() if k != "labels" and not k.startswith("teacher_")}
+    return {k: _to(v, device) for k, v in batch.items() if k != "labels" and not k.startswith("teacher_")}
+
+
+def _to(value, device: torch.device):
+    """A tensor, or nested dicts of tensors (a multimodal model's inputs), on ``device``."""
+    return {k: _to(v, device) for k, v in value.items()} if isinstance(value, dict) else value.to(device)
 
 
 def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_size: int = 64,

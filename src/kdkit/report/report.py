@@ -115,6 +115,10 @@ def render_markdown(results: dict) -> str:
     others = {k: v for k, v in results.items()
               if k not in ("teacher", "student", "comparison", "dm_alpha", "primary_metric", "latency_unit")
               and isinstance(v, (str, int, float, bool))}
+    # flat mappings of numbers (the multimodal task's saliency and MSD weights per modality), one line each
+    others |= {k: ", ".join(f"{name} {value:.3g}" for name, value in v.items()) for k, v in results.items()
+               if isinstance(v, dict) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                   for x in v.values()) and k not in ("teacher", "student")}
     if others:
         lines += [""] + [f"- {key}: {value}" for key, value in others.items()]
     if results.get("samples"):

@@ -180,7 +180,8 @@ def count_units(unit: str, batch: dict) -> torch.Tensor:
         return batch["attention_mask"].sum()
     if unit == "target":
         return (batch["labels"] != -100).sum()
-    return torch.tensor(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+    rows = batch["input_ids"] if "input_ids" in batch else batch["labels"]  # a multimodal batch has no ids
+    return torch.tensor(rows.shape[0], device=rows.device)
 
 
 # --- the registry -------------------------------------------------------------------------------------------------

@@ -103,9 +103,16 @@ def modality_inputs(frame: pd.DataFrame, modalities: dict[str, Modality], *, spe
     return out
 
 
-def masked_inputs(kind: str, inputs: dict[str, Tensor], tokenizer=None) -> dict[str, Tensor]:
+def empty_text(tokenizer) -> dict[str, Tensor]:
+    """The masked text of a tokenizer: the empty string's ids (only its special tokens), ``(1, L)``."""
+    empty = tokenizer([""], return_tensors="pt")
+    return {"input_ids": empty["input_ids"], "attention_mask": empty["attention_mask"]}
+
+
+def masked_inputs(kind: str, inputs: dict[str, Tensor], tokenizer=None, empty: dict[str, Tensor] | None = None
+                  ) -> dict[str, Tensor]:
     """The modality's inputs with the modality removed (see the module docstring), for the same batch (the text's
-    length shrinks to the special tokens)."""
+    length shrinks to the special tokens: ``empty`` from :func:`empty_text`, or made from ``tokenizer``)."""
     if kind == "image":
         return {"pixels": torch.zeros_like(inputs["pixels"])}
     if kind == "tabular":
@@ -113,9 +120,25 @@ def masked_inputs(kind: str, inputs: dict[str, Tensor], tokenizer=None) -> dict[
         numeric = torch.cat([torch.zeros_like(inputs["numeric"][:, :n]), torch.ones_like(inputs["numeric"][:, n:])], 1)
         return {"numeric": numeric, "categorical": torch.zeros_like(inputs["categorical"])}
     if kind == "text":
-        empty = tokenizer([""] * inputs["input_ids"].shape[0], return_tensors="pt")
-        return {"input_ids": empty["input_ids"], "attention_mask": empty["attention_mask"]}
+        empty = empty if empty is not None else empty_text(tokenizer)
+        batch = inputs["input_ids"].shape[0]
+        device = inputs["input_ids"].device
+        return {name: value.to(device).expand(batch, -1) for name, value in empty.items()}
     raise ValueError(f"unknown modality kind {kind!r}")
+
+
+def only_view(inputs: dict[str, dict[str, Tensor]], keep: str, kinds: dict[str, str],
+              empty: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
+    """The batch with only modality ``keep`` present: every other modality masked (MSD's single-modality view)."""
+    return {name: value if name == keep else masked_inputs(kinds[name], value, empty=empty.get(name))
+            for name, value in inputs.items()}
+
+
+def removed_view(inputs: dict[str, dict[str, Tensor]], drop: str, kinds: dict[str, str],
+                 empty: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, Tensor]]:
+    """The batch without modality ``drop`` (masked), the others as they are (what saliency compares against)."""
+    return {name: masked_inputs(kinds[name], value, empty=empty.get(name)) if name == drop else value
+            for name, value in inputs.items()}
 
 
 class ImageEncoder(nn.Module):
