@@ -8,7 +8,8 @@
 # docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md and
 # docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo),
 # `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs),
-# `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020).
+# `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020),
+# `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -51,6 +52,11 @@ fi
 if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Beta smoothing, born-again 1-3
   exec .venv/bin/kdkit compare experiments/compare_self_distillation_rt.yaml \
        --document docs/self_distillation_results.md --preamble experiments/self_distillation_preamble.md
+fi
+if [ "${1:-}" = multimodal ]; then  # issue 19: MSD on emoji (image + text) and clothing reviews (text + tabular)
+  exec .venv/bin/kdkit compare experiments/tune_msd_emoji.yaml experiments/compare_msd_emoji.yaml \
+       experiments/tune_msd_clothing.yaml experiments/compare_msd_clothing.yaml \
+       --document docs/msd_results.md --preamble experiments/msd_preamble.md
 fi
 if [ "$#" -eq 0 ]; then
   set -- experiments/tune_minilm_narrow_rt.yaml experiments/compare_minilm_narrow_rt.yaml \

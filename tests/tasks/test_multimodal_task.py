@@ -213,3 +213,22 @@ def test_a_missing_image_file_is_one_line(tiny_files, tmp_path, capsys):
     code, _, err = run_cli(["distill", str(write_recipe(tmp_path / "recipe.yaml", recipe))], capsys)
     assert code == 2 and "gone.png" in err.strip().splitlines()[-1] and "is not a file" in err
     assert not Path(recipe["output_dir"]).exists()
+
+
+def test_a_comparison_draws_each_runs_accuracy_per_view_and_its_weights(tiny_files, tmp_path):
+    from PIL import Image
+
+    from kdkit import api
+
+    base = _recipe(tiny_files, tmp_path)
+    del base["output_dir"]
+    comparison = {"name": "msd-tiny", "output_dir": str(tmp_path / "cmp"), "seeds": [0, 1], "baseline": "KD",
+                  "runs": [{"name": "KD", "recipe": base, "set": ["losses=[{name: ce}, {name: kd}]"]},
+                           {"name": "MSD equal", "recipe": base, "set": ["losses.2.weighting=equal"]}]}
+    board = api.compare(comparison)
+    [figure] = board["figures"]
+    assert figure["caption"].startswith("accuracy on the full input and on each modality alone")
+    with Image.open(figure["path"]) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+    students = {row["run"]: row for row in board["rows"] if row["role"] == "student"}
+    assert set(students) == {"KD", "MSD equal"} and all(len(row["dirs"]) == 2 for row in students.values())

@@ -426,6 +426,12 @@ class MultimodalTask(TrainerTask):
     pipeline_tag = "other"
     supervised_loss = "ce"
 
+    def compare_figures(self, board, out):
+        from kdkit.tasks.multimodal.figures import views_figure
+
+        path = views_figure(board, out / "views.png")
+        return [] if path is None else [("accuracy on the full input and on each modality alone; MSD weights", path)]
+
     # --- preparation ---------------------------------------------------------------------------------------------
     def prepare_all(self, recipe: MultimodalRecipe):
         training_arguments(recipe.training, recipe.resolved_output_dir() / "checkpoints")  # a bad extra fails here
