@@ -59,6 +59,10 @@ def test_msd_runs_end_to_end_and_exports_a_student_that_reloads(tiny_files, tmp_
     assert sum(report["msd_weights"].values()) == pytest.approx(1.0, abs=1e-3)
     if weighting == "equal":
         assert all(w == pytest.approx(1 / 3, abs=1e-3) for w in report["msd_weights"].values())
+    if weighting == "population":  # the training split's mean saliency, normalised
+        total = sum(report["saliency_train"].values())
+        assert report["msd_weights"] == pytest.approx({m: s / total for m, s in report["saliency_train"].items()},
+                                                      abs=1e-3)
     assert {"picture_only_accuracy", "words_only_accuracy", "table_only_accuracy"} < set(report["student"]["metrics"])
     # the exported student gives the logits the trained one gave
     model, tokenizer, info = load_saved_model(out / "student")

@@ -16,8 +16,9 @@ distillation (MSD; Jin, Sanjabi, Nie, Tan, Ren & Firooz, Findings of EMNLP 2021;
   live at every step instead. Saliency s_m(x) = ½‖σ(z_t(x)) − σ(z_t(x without m))‖₁; the population saliency is its
   mean over the training split.
 - **Evaluation** on ``evaluation.split``: accuracy (primary), macro-F1 and ECE of teacher and student, the
-  accuracy of each on every single-modality view (``<modality>_only_accuracy``), the teacher's mean saliency per modality, the MSD weights the
-  student was trained with (mean per modality on the split), parameters and latency.
+  accuracy of each on every single-modality view (``<modality>_only_accuracy``), the teacher's mean saliency per
+  modality on the split (``saliency``) and on the training split (``saliency_train``, what population weights
+  use), the MSD weights the student was trained with (mean per modality on the split), parameters and latency.
 - **Export**: ``student/`` holds ``model.safetensors``, ``multimodal.json`` (encoders, modalities, labels, the
   tabular standardisation and vocabularies) and each text encoder's config and tokenizer; :func:`load_saved_model`
   reads it back offline.
@@ -543,7 +544,9 @@ class MultimodalTask(TrainerTask):
             return all_views(prep.teacher, tensors, labels, kinds, empty, batch_size, _device())
 
         if recipe.teacher.cache == "off":
-            population = modality_saliency(*(lambda v: (v["full"], v["removed"]))(compute())).mean(0)
+            views = compute()
+            population = modality_saliency(views["full"], views["removed"]).mean(0)
+            prep.extras["population"] = population
             print("[kdkit] teacher runs live at every step: teacher.cache is off")
             return LiveViews(prep.teacher, kinds, empty, population)
         key = digest({"task": TASK, "teacher": fingerprint_model(prep.teacher), "kinds": kinds,
@@ -555,7 +558,9 @@ class MultimodalTask(TrainerTask):
             print(f"[kdkit] caching the teacher's logits on the full input and on every modality view "
                   f"({len(labels)} examples) in {store.path('signals', key)}")
             found = store.put("signals", key, lambda work: save_file(compute(), work / "views.safetensors"))
-        return CachedViews(load_file(found / "views.safetensors"))
+        cached = CachedViews(load_file(found / "views.safetensors"))
+        prep.extras["population"] = cached.population
+        return cached
 
     # --- evaluation and export -------------------------------------------------------------------------------------
     def evaluate(self, prep: Prepared) -> dict:
@@ -574,9 +579,13 @@ class MultimodalTask(TrainerTask):
             results["teacher"] = self._entry(prep, prep.teacher, inputs["teacher"], teacher,
                                              f"{_describe(recipe.teacher, kinds)} teacher (fine-tuned)")
             results["saliency"] = {m: round(v, 4) for m, v in zip(kinds, teacher["saliency"])}
+            population = prep.extras.get("population")  # the training split's, which training weighted by
+            if population is not None:
+                results["saliency_train"] = {m: round(v, 4) for m, v in zip(kinds, population.tolist())}
             msd = next((t for t in prep.module.terms if t.name.startswith("msd")), None)
             if msd is not None:
-                w = msd.weights(torch.tensor(teacher["saliency_rows"]), torch.tensor(teacher["saliency"]))
+                w = msd.weights(torch.tensor(teacher["saliency_rows"]),
+                                population.cpu() if population is not None else None)
                 results["msd_weights"] = {m: round(v, 4) for m, v in zip(kinds, w.mean(0).tolist())}
         out = recipe.resolved_output_dir()
         (out / PER_QUERY).write_text(json.dumps({"student": {"accuracy": dict(enumerate(student["correct"]))}})
