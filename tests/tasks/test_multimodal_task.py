@@ -181,7 +181,7 @@ def test_the_collator_gathers_rows_and_trims_text_padding(tiny_files, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"data": {"modalities": {"words": {"kind": "audio", "column": "text"}}}}, "audio"),
     ({"data": {"modalities": {"words": {"kind": "text", "column": "caption"}}}}, "no column 'caption'"),
-    ({"losses": [{"name": "hidden_mse"}]}, "not a multimodal loss"),
+    ({"losses": [{"name": "hidden_mse"}]}, "unknown loss 'hidden_mse'; valid: ce, kd, soft_ce, logit_mse, msd"),
     ({"losses": [{"name": "msd", "weighting": "loudest"}]}, "loudest"),
     ({"teacher": {"model": "/nonexistent/teacher"}}, "exactly one of teacher.finetune"),
     ({"data": {"train_file": "/nonexistent/train.csv"}}, "/nonexistent/train.csv"),

@@ -206,24 +206,27 @@ def register(*names: str, config: type[LossConfig] | None = None):
     return decorate
 
 
-_OWN_LOSSES_ONLY: set[str] = set()
+_OWN_LOSSES_ONLY: dict[str, frozenset[str]] = {}
 
 
-def own_losses_only(task: str) -> None:
+def own_losses_only(task: str, also: tuple[str, ...] = ()) -> None:
     """Make ``task`` accept only the losses that name it in ``tasks``, not the task-agnostic ones (``tasks``
-    None), for a task whose models expose neither class logits nor comparable hidden states (retrieval)."""
-    _OWN_LOSSES_ONLY.add(task)
+    None) except those named in ``also``: for a task whose models expose neither class logits nor comparable hidden
+    states (retrieval), or class logits only (multimodal: ``ce``, ``kd``, ...)."""
+    _OWN_LOSSES_ONLY[task] = frozenset(also)
 
 
-def _serves(cls: type[Term], task: str | None) -> bool:
+def _serves(name: str, cls: type[Term], task: str | None) -> bool:
     if task is None:
         return True
-    return task in cls.tasks if cls.tasks is not None else task not in _OWN_LOSSES_ONLY
+    if cls.tasks is not None:
+        return task in cls.tasks
+    return task not in _OWN_LOSSES_ONLY or name in _OWN_LOSSES_ONLY[task]
 
 
 def loss_names(task: str | None = None) -> list[str]:
     """Every registered loss name (the ones ``task`` can use), in registration order."""
-    return [name for name, cls in TERMS.items() if _serves(cls, task)]
+    return [name for name, cls in TERMS.items() if _serves(name, cls, task)]
 
 
 def config_classes(task: str | None = None) -> list[type[LossConfig]]:

@@ -12,9 +12,11 @@ from torch.func import functional_call
 from kdkit import losses
 from kdkit.errors import ConfigError
 from kdkit.schema import BatchSize, Count, LearningRate, Temperature
-from kdkit.terms.base import CacheRequest, LossConfig, SetupContext, Term, register
+from kdkit.terms.base import CacheRequest, LossConfig, SetupContext, Term, own_losses_only, register
 
 WEIGHTINGS = ("equal", "population", "instance", "learned")
+# the multimodal models give class logits only: no hidden states or attention maps to compare
+own_losses_only("multimodal", also=("ce", "kd", "soft_ce", "logit_mse"))
 
 
 class MSDLoss(LossConfig):
