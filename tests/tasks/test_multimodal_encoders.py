@@ -86,3 +86,29 @@ def test_efficientnet_lite0_loads_its_imagenet_weights():
     untrained = ImageEncoder(pretrained=False).eval()
     with torch.no_grad():
         assert features.shape == (1, 1280) and not torch.allclose(features, untrained(torch.zeros(1, 3, 72, 72)))
+
+
+def test_all_views_at_once_equal_one_pass_per_view(tiny_text, tmp_path):
+    from kdkit.tasks.multimodal.encoders import empty_text, masked_view, only_view, removed_view
+
+    tokenizer, bert = tiny_text
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(tmp_path / "a.png")
+    Image.new("RGBA", (8, 8), (0, 0, 255, 255)).save(tmp_path / "b.png")
+    frame = pd.DataFrame({"path": [str(tmp_path / "a.png"), str(tmp_path / "b.png")], "words": ["good fun", "bad"],
+                          "age": [20.0, np.nan], "likes": [1.0, 2.0], "shop": ["a", "b"]})
+    modalities = {"picture": Modality("image", ("path",)), "words": Modality("text", ("words",)), "table": TABLE}
+    spec = TabularSpec.from_train(frame, TABLE)
+    inputs = modality_inputs(frame, modalities, specs={"table": spec}, tokenizers={"words": tokenizer},
+                             image_size=16)
+    torch.manual_seed(0)
+    model = FusionClassifier({"picture": ImageEncoder("small_cnn", width=4), "words": TextEncoder(bert),
+                              "table": TabularEncoder(spec, embed=2, dim=4)}, num_labels=3, hidden=8).eval()
+    kinds = {name: m.kind for name, m in modalities.items()}
+    empty = {"words": empty_text(tokenizer)}
+    with torch.no_grad():
+        out = model(inputs, masked_view(inputs, kinds, empty))
+        separate = [model(inputs)] + [model(only_view(inputs, m, kinds, empty)) for m in kinds] + \
+            [model(removed_view(inputs, m, kinds, empty)) for m in kinds]
+    assert out.shape == (7, 2, 3)
+    assert torch.allclose(out, torch.stack(separate), atol=1e-5)
+    assert not torch.allclose(out[1], out[2])  # the views differ

@@ -50,7 +50,7 @@ class MSDTerm(Term):
     """MSD's per-modality terms (:func:`kdkit.losses.msd_loss`), weighted as ``weighting`` says.
 
     Reads from the student's representations ``modules["views"]`` ``(M, B, C)`` (and, to learn weights,
-    ``modules["view_inputs"]``, the M masked batches), from the teacher's ``modules["views"]``, ``["saliency"]``
+    ``modules["view_inputs"]``, the batch and its masked form, which the student's forward turns into views), from the teacher's ``modules["views"]``, ``["saliency"]``
     ``(B, M)`` and ``["population"]`` ``(M,)``: the multimodal task's forward and teacher signals provide them.
     The learned weighting's network and its Adam state are this term's, frozen outside the meta step (the training
     optimiser never sees them; checkpoints hold them, as RW-KD's). The mean weight of each modality over the
@@ -125,17 +125,18 @@ class MSDTerm(Term):
         meta = self._meta_batch(k, batch["labels"].device)
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
-        def call(theta, inputs):
+        def call(theta, *args):
             buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm statistics stay untouched
-            return functional_call(model, {**theta, **buffers}, args=(inputs,))
+            return functional_call(model, {**theta, **buffers}, args=args)
 
-        views = student.modules["view_inputs"]
+        inputs, masked = student.modules["view_inputs"]
+        count = student.modules["views"].shape[0]
         weights = list(self.weight_net.parameters())
         self.weight_net.requires_grad_(True)
         try:
             _, grads = losses.msd_meta_gradient(
                 self.weight_net, teacher.modules["saliency"],
-                lambda theta: torch.stack([call(theta, v) for v in views]), params,
+                lambda theta: call(theta, inputs, masked)[1:count + 1], params,
                 teacher.modules["views"].detach(), lambda theta: call(theta, meta["student"]), meta["labels"],
                 self.virtual_lr, self.cfg.temperature)
         finally:

@@ -58,7 +58,7 @@ from kdkit.tasks import register
 from kdkit.tasks.multimodal.data import (NAMED, Modality, MultimodalData, load_multimodal_files,
                                          load_named_multimodal)
 from kdkit.tasks.multimodal.encoders import (FusionClassifier, ImageEncoder, TabularEncoder, TabularSpec,
-                                             TextEncoder, empty_text, only_view, read_images, removed_view)
+                                             TextEncoder, empty_text, masked_view, read_images)
 from kdkit.terms import build_terms
 from kdkit.terms.logits import CELoss
 
@@ -345,11 +345,11 @@ def teacher_views(model: nn.Module, inputs: dict, kinds: dict[str, str], empty: 
     was_training = model.training
     model.eval()
     try:
-        return {"full": model(inputs).float(),
-                "only": torch.stack([model(only_view(inputs, m, kinds, empty)) for m in kinds]).float(),
-                "removed": torch.stack([model(removed_view(inputs, m, kinds, empty)) for m in kinds]).float()}
+        out = model(inputs, masked_view(inputs, kinds, empty)).float()
     finally:
         model.train(was_training)
+    count = len(kinds)
+    return {"full": out[0], "only": out[1:count + 1], "removed": out[count + 1:]}
 
 
 def _signals(views: dict[str, Tensor], population: Tensor) -> Representations:
@@ -497,19 +497,21 @@ class MultimodalTask(TrainerTask):
     def student_forward(recipe: MultimodalRecipe, kinds: dict[str, str], empty: dict, *, role: str = "student",
                         views: bool | None = None):
         """The forward the trained module runs: the model on the full input and, when ``msd`` is a loss, on each
-        single-modality view (``modules["views"]`` ``(M, B, C)``, and the masked batches when weights are learned)."""
+        single-modality view (``modules["views"]`` ``(M, B, C)``; with learned weights also ``view_inputs``, the
+        batch and its masked form, for the meta step's look-ahead)."""
         msd = [term for term in recipe.losses if term.name == "msd"]
         views = bool(msd) if views is None else views
         learned = any(term.weighting == "learned" for term in msd)
 
         def forward(capture, batch: dict) -> Representations:
             inputs = batch[role]
-            reps = capture(inputs=inputs)
-            if views:
-                masked = [only_view(inputs, m, kinds, empty) for m in kinds]
-                reps.modules["views"] = torch.stack([capture.model(v) for v in masked])
-                if learned:
-                    reps.modules["view_inputs"] = masked
+            if not views:
+                return capture(inputs=inputs)
+            masked = masked_view(inputs, kinds, empty)
+            out = capture.model(inputs, masked)  # full input, each modality alone, each removed
+            reps = Representations(logits=out[0], modules={"views": out[1:len(kinds) + 1]})
+            if learned:
+                reps.modules["view_inputs"] = (inputs, masked)
             return reps
 
         return forward
