@@ -50,8 +50,9 @@ class MSDTerm(Term):
     """MSD's per-modality terms (:func:`kdkit.losses.msd_loss`), weighted as ``weighting`` says.
 
     Reads from the student's representations ``modules["views"]`` ``(M, B, C)`` (and, to learn weights,
-    ``modules["view_inputs"]``, the batch and its masked form, which the student's forward turns into views), from the teacher's ``modules["views"]``, ``["saliency"]``
-    ``(B, M)`` and ``["population"]`` ``(M,)``: the multimodal task's forward and teacher signals provide them.
+    ``modules["view_inputs"]``, the batch and its masked form, which the student's forward turns into views), from
+    the teacher's ``modules["views"]``, ``["saliency"]`` ``(B, M)`` and ``["population"]`` ``(M,)``: the
+    multimodal task's forward and teacher signals provide them.
     The learned weighting's network and its Adam state are this term's, frozen outside the meta step (the training
     optimiser never sees them; checkpoints hold them, as RW-KD's). The mean weight of each modality over the
     logging window is logged as ``<name>_w<m>``.
