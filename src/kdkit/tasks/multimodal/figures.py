@@ -64,6 +64,6 @@ def views_figure(board: dict, path: Path) -> Path | None:
             bottom = [b + v for b, v in zip(bottom, values)]
         ax.set_xticks(range(len(weighted)), list(weighted), rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("mean MSD weight on the test split")
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # not over the bars
     save_figure(fig, path)
     return path
