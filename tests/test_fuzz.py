@@ -27,7 +27,8 @@ import fuzz
 from kdkit import config, terms
 from kdkit.cli import app
 from kdkit.tasks import TASKS
-from tiny import make_tiny_csv, make_tiny_generation_jsonl, make_tiny_lm, make_tiny_pairs, make_tiny_teacher
+from tiny import (make_tiny_csv, make_tiny_generation_jsonl, make_tiny_lm, make_tiny_multimodal, make_tiny_pairs,
+                  make_tiny_teacher)
 
 BUDGET = {"default": 150, "slow": 3000}
 
@@ -72,6 +73,20 @@ def world(tmp_path_factory):
         "learners": [{"algo": "ppo", "hyperparameters": {"n_steps": 32, "batch_size": 16, "n_epochs": 1}}] * 2,
         "dpd": {"batch_size": 16, "steps": 1}, "training": {"timesteps": 32, "round_steps": 32, "save_steps": 1},
         "evaluation": {"episodes": 1, "latency_repeats": 1}}
+    multimodal = make_tiny_multimodal(root / "multimodal")
+    bases["multimodal"] = {
+        "name": "tiny-multimodal",
+        "data": {"train_file": str(multimodal), "image_size": 16, "max_length": 16,
+                 "modalities": {"picture": {"kind": "image", "column": "image"},
+                                "words": {"kind": "text", "column": "text"},
+                                "table": {"kind": "tabular", "numeric": ["age"], "categorical": ["shop"]}}},
+        "teacher": {"image": "small_cnn", "image_width": 4, "text": str(teacher), "hidden": 8, "tabular_dim": 4,
+                    "finetune": {"max_steps": 2, "batch_size": 8}},
+        "student": {"image": "small_cnn", "image_width": 4, "text": str(teacher), "text_layers": [0], "hidden": 8,
+                    "tabular_dim": 4},
+        "losses": [{"name": "ce"}, {"name": "kd"}, {"name": "msd", "weighting": "instance"}],
+        "training": {"max_steps": 2, "batch_size": 8, "save_steps": 2},
+        "evaluation": {"latency_batch_sizes": [1], "latency_repeats": 1}}
     return {"root": root, "teacher": teacher, "csv": csv, "bases": bases}
 
 
@@ -207,6 +222,11 @@ def _data(world, task) -> tuple[list[dict], tuple[str, ...], dict[str, str] | No
         lines = (world["root"] / "examples.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines[40:52]], ("jsonl",), {"prompt": "prompt",
                                                                          "completion": "completion"}
+    if task == "multimodal":  # image paths made absolute: the broken files live in other folders
+        path = Path(world["bases"]["multimodal"]["data"]["train_file"])
+        with open(path, newline="") as file:
+            rows = list(csv.DictReader(file))[:12]
+        return [{**row, "image": str(path.parent / row["image"])} for row in rows], fuzz.FORMATS, None
     with open(world["csv"], newline="") as file:
         return list(csv.DictReader(file))[:12], fuzz.FORMATS, None
 

@@ -137,7 +137,7 @@ def test_user_files_in_csv_or_jsonl_carve_missing_splits_per_class(tmp_path):
     (lambda rows: [{k: v for k, v in r.items() if k != "shop"} for r in rows],
      r"data file '.*train\.csv' has no column 'shop' \(modality 'table' or the label\); columns: image, caption, "),
     (lambda rows: [{**r, "price": "cheap"} if i == 4 else r for i, r in enumerate(rows)],
-     r"data file '.*train\.csv', example 5: column 'price' 'cheap' is not a number \(modality 'table'\)"),
+     r"data file '.*train\.csv', line 6, example 5: column 'price' 'cheap' is not a number \(modality 'table'\)"),
     (lambda rows: [{**r, "image": "img/none.png"} if i == 2 else r for i, r in enumerate(rows)],
      r"train example \d+: image '.*img/none\.png' of modality 'picture' is not a file"),
 ])
@@ -151,6 +151,6 @@ def test_a_test_label_unseen_in_training_is_refused(tmp_path):
     rows = _user_rows(40, tmp_path)
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame([{**rows[0], "label": "cow"}]).to_csv(tmp_path / "test.csv", index=False)
-    with pytest.raises(DataError, match=r"^data file '.*test\.csv' has label 'cow', which no training example has; "
-                                        r"labels: cat, dog$"):
+    with pytest.raises(DataError, match=r"^data file '.*test\.csv', line 2, example 1: label 'cow' of the test split "
+                                        r"does not occur in column 'label' of the training data \(labels: cat, dog\)$"):
         load_multimodal_files(tmp_path / "train.csv", MODALITIES, test_file=tmp_path / "test.csv")

@@ -27,7 +27,6 @@ checks examples.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ import pandas as pd
 
 from kdkit.assets import DatasetAsset, asset_files
 from kdkit.errors import ConfigError, DataError
-from kdkit.tasks.files import SPLITS, carve, cut, json_objects, read_text
+from kdkit.tasks.files import SPLITS, carve, cut
 
 # kept out of kdkit.assets.DATASETS, which lists the classification task's named sets (as retrieval's names are)
 ASSETS = {
@@ -169,71 +168,88 @@ def check_images(data: MultimodalData, base: Path | None = None) -> None:
                     raise DataError(f"{split} example {row + 1}: image '{path}' of modality '{name}' is not a file")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """A csv or jsonl file as a DataFrame (csv cells stay strings; ``""`` is a missing value)."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return pd.DataFrame([obj for _, obj in json_objects(path, '{"text": "...", "image": "a.png", "label": "x"}')])
-    if suffix == ".csv":
-        try:
-            return pd.read_csv(io.StringIO(read_text(path, "a .csv file")), dtype=str, keep_default_na=False)
-        except ValueError as err:
-            raise DataError(f"data file '{path}' cannot be parsed as csv: {cut(str(err).splitlines()[0])}") from None
-    raise DataError(f"data file '{path}' has extension '{suffix}'; use .csv or .jsonl")
-
-
 def _columns_of(modality: Modality) -> tuple[str, ...]:
     return modality.columns + modality.numeric + modality.categorical
+
+
+def _read_split(path: Path, split: str, modalities: dict[str, Modality], label_column: str):
+    """One split's file as a DataFrame and where its rows come from (lines), read and checked as the classification
+    task reads its files (csv, tsv, jsonl, json; every problem one line naming the file and the line)."""
+    from kdkit.tasks.classification.data import _label_problem, _one_kind, _read_file
+
+    texts = [m.columns[0] for m in modalities.values() if m.kind == "text"]
+    frame, origin = _read_file(path, split, texts[0] if texts else label_column, label_column)
+    for name, modality in modalities.items():
+        for column in (*_columns_of(modality), label_column):
+            if column not in frame.columns:
+                raise DataError(f"data file '{path}' has no column '{cut(column, 40)}' (modality '{name}' or "
+                                f"the label); columns: {cut(', '.join(map(str, frame.columns)), 120)}")
+    if frame.empty:
+        below = f" below its header (line {origin.header})" if origin.header else ""
+        raise DataError(f"{origin} has no rows{below}; the {split} split needs at least one example")
+    labels = frame[label_column].tolist()
+    for row, value in enumerate(labels):
+        problem = _label_problem(value)
+        if problem:
+            raise DataError(f"{origin.at(row)}: {cut(label_column, 40)} {cut(repr(value))} {problem}; every "
+                            f"example needs a class in column '{cut(label_column, 40)}'")
+    _one_kind(labels, origin, label_column)
+    return frame.reset_index(drop=True), origin
 
 
 def load_multimodal_files(train_file: str | Path, modalities: dict[str, Modality], *, label_column: str = "label",
                           validation_file: str | Path | None = None, test_file: str | Path | None = None,
                           seed: int = 0) -> MultimodalData:
-    """User data: one csv/jsonl file per split, ``modalities`` naming the columns; a split without a file is
-    carved from train per class (``FRACTIONS``, ``seed``). Labels are the sorted distinct values of
-    ``label_column`` in train. Image paths are read relative to their file's folder and must exist; numeric
-    columns must parse as numbers (empty = NaN); empty categorical cells become :data:`MISSING`. Every problem is
-    one :class:`DataError` naming the file, the row or the column."""
+    """User data: one csv/tsv/jsonl/json file per split, ``modalities`` naming the columns; a split without a file
+    is carved from train per class (``FRACTIONS``, ``seed``). Labels are the sorted distinct values of
+    ``label_column`` in train (at least two). Image paths are read relative to their file's folder and must exist;
+    numeric columns must parse as numbers (empty = NaN); empty categorical cells become :data:`MISSING`. Every
+    problem is one :class:`DataError` naming the file and the line (or example) and the column."""
     if not modalities:
         raise ConfigError("multimodal data needs at least one modality")
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     frames: dict[str, pd.DataFrame] = {}
+    origins = {}
     for split, file in files.items():
         if file is None:
             continue
         path = Path(file)
-        frame = _read_table(path)
-        for name, modality in modalities.items():
-            for column in (*_columns_of(modality), label_column):
-                if column not in frame.columns:
-                    raise DataError(f"data file '{path}' has no column '{cut(column, 40)}' (modality '{name}' or "
-                                    f"the label); columns: {cut(', '.join(map(str, frame.columns)), 120)}")
-        frame = frame.reset_index(drop=True)
+        frame, origin = _read_split(path, split, modalities, label_column)
         for name, modality in modalities.items():
             if modality.kind == "image":
                 column = modality.columns[0]
                 frame[column] = [str(p if Path(str(p)).is_absolute() else path.parent / str(p)) for p in frame[column]]
             if modality.kind == "text":
-                frame[modality.columns[0]] = frame[modality.columns[0]].fillna("").astype(str)
+                column = modality.columns[0]
+                frame[column] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                                 for v in frame[column]]
             for column in modality.numeric:
-                values = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
-                bad = values.isna() & frame[column].notna() & (frame[column] != "")
+                raw = frame[column].replace("", np.nan)
+                values = pd.to_numeric(raw, errors="coerce")
+                bad = values.isna() & raw.notna()
                 if bad.any():
                     row = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise DataError(f"data file '{path}', example {row + 1}: column '{cut(column, 40)}' "
-                                    f"{cut(repr(frame[column][row]))} is not a number (modality '{name}')")
+                    raise DataError(f"{origin.at(row)}: column '{cut(column, 40)}' {cut(repr(frame[column][row]))} "
+                                    f"is not a number (modality '{name}')")
                 frame[column] = values.astype(float)
             for column in modality.categorical:
                 frame[column] = frame[column].replace("", np.nan).fillna(MISSING).astype(str)
-        frames[split] = frame
+        frames[split], origins[split] = frame, origin
     label_names = sorted({str(v) for v in frames["train"][label_column]})
+    if len(label_names) < 2:
+        raise DataError(f"{origins['train']}: every training example has the label {cut(label_names[0], 40)!r} in "
+                        f"column '{cut(label_column, 40)}'; a classifier needs examples of at least two labels")
     ids = {name: i for i, name in enumerate(label_names)}
     for split, frame in frames.items():
-        unknown = [v for v in map(str, frame[label_column]) if v not in ids]
-        if unknown:
-            raise DataError(f"data file '{files[split]}' has label '{cut(unknown[0], 40)}', which no training example "
-                            f"has; labels: {cut(', '.join(label_names), 120)}")
-        frame["label"] = [ids[str(v)] for v in frame.pop(label_column)]
+        values = [str(v) for v in frame[label_column]]
+        row = next((i for i, v in enumerate(values) if v not in ids), None)
+        if row is not None:
+            raise DataError(f"{origins[split].at(row)}: label '{cut(values[row], 40)}' of the {split} split does not "
+                            f"occur in column '{cut(label_column, 40)}' of the training data (labels: "
+                            f"{cut(', '.join(label_names), 120)})")
+        frame["label"] = [ids[v] for v in values]
+        if label_column != "label":
+            frame.pop(label_column)
     missing = {split: FRACTIONS[split] for split in ("validation", "test") if split not in frames}
     if missing:
         frames.update(stratified_splits(frames["train"], seed, f"data file '{train_file}'", missing))
