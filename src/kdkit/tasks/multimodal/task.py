@@ -490,7 +490,7 @@ class MultimodalTask(TrainerTask):
             shutil.rmtree(work / "checkpoints", ignore_errors=True)
 
         label = f"multimodal-{recipe.data.dataset or 'files'}-{cfg.image}-{cfg.text}"
-        return stored_teacher(label, key, build, f"fine-tuning the multimodal teacher ({cfg.image} + {cfg.text})",
+        return stored_teacher(label, key, build, f"fine-tuning the multimodal teacher ({_describe(cfg, kinds)})",
                               meta=meta)
 
     @staticmethod
