@@ -54,6 +54,9 @@ if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Bet
        --document docs/self_distillation_results.md --preamble experiments/self_distillation_preamble.md
 fi
 if [ "${1:-}" = multimodal ]; then  # issue 19: MSD on emoji (image + text) and clothing reviews (text + tabular)
+  for archive in experiments/cpu_runs/msd-*.tgz; do  # the finished runs' small files: reused, not trained again
+    tar -xzkf "$archive" 2>/dev/null || true
+  done
   exec .venv/bin/kdkit compare experiments/tune_msd_emoji.yaml experiments/compare_msd_emoji.yaml \
        experiments/tune_msd_clothing.yaml experiments/compare_msd_clothing.yaml \
        --document docs/msd_results.md --preamble experiments/msd_preamble.md
