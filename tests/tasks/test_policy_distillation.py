@@ -81,9 +81,13 @@ def test_a_zero_weight_distillation_leaves_sb3s_updates_unchanged(tmp_path):
 def test_td3_learners_and_a_discrete_ppo_run(tmp_path):
     td3 = {"learning_starts": 50, "buffer_size": 1000, "batch_size": 32, "train_freq": 8, "gradient_steps": 1}
     report = get_task("policy_distillation").run(load_recipe(_recipe(
-        tmp_path / "td3", learners=[{"algo": "td3", "hyperparameters": td3}, {"algo": "ddpg", "hyperparameters": td3}],
+        tmp_path / "td3", learners=[{"algo": "td3", "hyperparameters": td3, "action_noise": 0.1},
+                                    {"algo": "ddpg", "hyperparameters": td3}],
         dpd={"weighting": "hard"}, training={"timesteps": 200, "round_steps": 100})))
     assert report["student"]["name"].startswith("td3 (DPD, hard weighting)")
+    noisy = stable_baselines3.TD3.load(tmp_path / "td3" / "run" / "learner-0.zip")  # the noise is saved with it
+    assert noisy.action_noise._sigma.tolist() == [0.1]  # Pendulum: one action dimension
+    assert stable_baselines3.DDPG.load(tmp_path / "td3" / "run" / "learner-1.zip").action_noise is None
     report = get_task("policy_distillation").run(load_recipe(_recipe(
         tmp_path / "cartpole", env={"id": "CartPole-v1"}, learners=[{"algo": "ppo", "hyperparameters": PPO_FAST}],
         dpd={"weighting": "none"})))
@@ -117,6 +121,8 @@ def test_an_interrupted_run_resumes_its_curve(tmp_path, monkeypatch):
     ({"training": {"round_steps": 100}}, "not a multiple of learners\\[0\\]'s PPO n_steps 64"),
     ({"training": {"timesteps": 64, "round_steps": 128}}, "128 is more than training.timesteps 64"),
     ({"env": {"id": "NoSuchEnv-v0"}}, "recipe keys 'env' / 'learners'"),
+    ({"learners": [{"algo": "ppo", "action_noise": 0.1}] * 2}, "'learners.action_noise': only for td3 / ddpg"),
+    ({"learners": [{"algo": "td3", "hyperparameters": {"action_noise": 0.1}}] * 2}, "learners.action_noise instead"),
     ({"learners": [{"algo": "ppo", "hyperparameters": {**PPO_FAST, "no_such_option": 1}},
                    {"algo": "ppo", "hyperparameters": PPO_FAST}]}, "recipe keys 'env' / 'learners'"),
 ])

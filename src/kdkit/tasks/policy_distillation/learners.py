@@ -112,10 +112,18 @@ def make_env(env_id: str, seed: int):
     return env
 
 
-def build_learner(algo: str, env_id: str, seed: int, hyperparameters: dict) -> Learner:
-    """An SB3 ``algo`` (ppo, td3, ddpg) with ``hyperparameters`` on its own environment copy, seeded."""
-    model = _algorithms()[algo]("MlpPolicy", make_env(env_id, seed), seed=seed, verbose=0, device="cpu",
-                                **hyperparameters)
+def build_learner(algo: str, env_id: str, seed: int, hyperparameters: dict,
+                  action_noise: float | None = None) -> Learner:
+    """An SB3 ``algo`` (ppo, td3, ddpg) with ``hyperparameters`` on its own environment copy, seeded; with
+    ``action_noise`` σ, Gaussian exploration noise N(0, σ²) per action dimension (off-policy algorithms)."""
+    env = make_env(env_id, seed)
+    if action_noise is not None:
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        size = env.action_space.shape[-1]
+        hyperparameters = {**hyperparameters,
+                           "action_noise": NormalActionNoise(np.zeros(size), action_noise * np.ones(size))}
+    model = _algorithms()[algo]("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **hyperparameters)
     return ADAPTERS[algo](model)
 
 

@@ -58,10 +58,24 @@ class EnvConfig(Strict):
 
 
 class LearnerSpec(Strict):
-    """One learner: an SB3 algorithm (``ppo``, ``td3``, ``ddpg``) and keyword arguments for its constructor."""
+    """One learner: an SB3 algorithm (``ppo``, ``td3``, ``ddpg``) and keyword arguments for its constructor;
+    ``action_noise`` σ (TD3/DDPG only): Gaussian exploration noise N(0, σ²) on each action dimension, SB3's
+    ``NormalActionNoise`` (the RL Zoo's MuJoCo setting is 0.1; without it SB3's off-policy learners act
+    deterministically after ``learning_starts``)."""
 
     algo: Literal["ppo", "td3", "ddpg"] = "ppo"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    action_noise: float | None = Field(None, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _noise_for_off_policy(self) -> "LearnerSpec":
+        if self.action_noise is not None and self.algo == "ppo":
+            raise ConfigError("recipe key 'learners.action_noise': only for td3 / ddpg (PPO explores through its "
+                              "Gaussian policy)")
+        if "action_noise" in self.hyperparameters:
+            raise ConfigError("recipe key 'learners.hyperparameters.action_noise': give the noise's σ as "
+                              "learners.action_noise instead")
+        return self
 
 
 class DPDConfig(Strict):
@@ -243,7 +257,7 @@ class PolicyDistillationTask(Task):
             check_tensorboard()
         seeds = [cfg.seed + i for i in range(len(recipe.learners))]
         try:
-            learners = [build_learner(spec.algo, recipe.env.id, seed, spec.hyperparameters)
+            learners = [build_learner(spec.algo, recipe.env.id, seed, spec.hyperparameters, spec.action_noise)
                         for spec, seed in zip(recipe.learners, seeds)]
         except Exception as err:  # gymnasium's or SB3's refusal of the id or a hyper-parameter, as one line
             raise ConfigError(f"recipe keys 'env' / 'learners': {type(err).__name__}: "
