@@ -94,7 +94,8 @@ def test_eval_and_info(tiny_teacher, tiny_csv, capsys, tmp_path):
     code, out, _ = run_cli(["info"], capsys)
     assert code == 0
     for word in ("minilm-l6", "mpnet-base", "rotten_tomatoes", "bbc_news", "tweets", "kd", "emb_skip", "quickstart",
-                 "smollm2-135m", "bbc_headlines    retrieval", "bbc_summaries    generation", "token_kd"):
+                 "smollm2-135m", "bbc_headlines    retrieval", "bbc_summaries    generation", "token_kd",
+                 "emoji            multimodal: emoji images", "clothing_reviews multimodal"):
         assert word in out
 
 

@@ -366,11 +366,12 @@ def info() -> None:
         print(f"  {name:16s} {asset.description}")
     from kdkit.tasks.dataset_distillation.data import NAMED as IMAGE_SETS
     from kdkit.tasks.generation.data import NAMED as GENERATION_SETS
+    from kdkit.tasks.multimodal.data import NAMED as MULTIMODAL_SETS
     from kdkit.tasks.retrieval.data import NAMED as RETRIEVAL_SETS
 
     print("Task datasets (data.dataset of that task; dataset_distillation also reads rotten_tomatoes, bbc_news):")
     for task_name, sets in (("retrieval", RETRIEVAL_SETS), ("generation", GENERATION_SETS),
-                            ("dataset_distillation", IMAGE_SETS)):
+                            ("dataset_distillation", IMAGE_SETS), ("multimodal", MULTIMODAL_SETS)):
         for name, build in sets.items():
             summary = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
             print(f"  {name:16s} {task_name}: {summary}")

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from safetensors.torch import load_file
+
 from kdkit.config import load_recipe
+from kdkit.errors import ConfigError
 from kdkit.tasks import get_task
 from kdkit.tasks.multimodal import load_saved_model
 from kdkit.tasks.multimodal.task import (CachedViews, LiveViews, MultimodalCollator, all_views, build_inputs,
@@ -122,6 +125,27 @@ def test_cached_views_equal_live_ones_and_terms_vanish_for_a_student_equal_to_it
     assert values["ce"] > 0
 
 
+def test_kdkit_cache_stores_the_views_a_run_then_reads(tiny_files, tmp_path, monkeypatch, capsys):
+    from kdkit import api
+
+    monkeypatch.setenv("KDKIT_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe(tiny_files, tmp_path)
+    built = api.cache(recipe)
+    views = load_file(Path(built["path"]) / "views.safetensors")
+    assert built["examples"] == views["full"].shape[0] and built["bytes"] > 0
+    capsys.readouterr()
+    task = get_task("multimodal")
+    prep, splits, _ = task.prepare_all(load_recipe(recipe))
+    signals = task.teacher_signals(prep, splits["train"])
+    assert "caching the teacher's logits" not in capsys.readouterr().out  # the run found the entry kdkit cache made
+    assert torch.equal(signals.views["full"], views["full"])
+    assert len(list((tmp_path / "cache" / "signals").iterdir())) == 1
+    assert api.cache(recipe, rebuild=True)["path"] == built["path"]
+    assert "caching the teacher's logits" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="teacher.cache is 'off'"):
+        api.cache(_recipe(tiny_files, tmp_path, teacher={"cache": "off"}))
+
+
 def test_saliency_of_a_modality_the_teacher_ignores_is_zero(tiny_files, tmp_path):
     """A teacher whose head reads only the image features: removing text or table changes nothing."""
     recipe = load_recipe(_recipe(tiny_files, tmp_path))
@@ -139,8 +163,6 @@ def test_saliency_of_a_modality_the_teacher_ignores_is_zero(tiny_files, tmp_path
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tiny_files, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
     whole = load_recipe(_recipe(tiny_files, tmp_path / "a", "learned"))
     get_task("multimodal").run(whole)
     cut = load_recipe(_recipe(tiny_files, tmp_path / "b", "learned"))

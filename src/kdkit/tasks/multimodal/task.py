@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -409,6 +410,13 @@ def all_views(model: nn.Module, tensors: dict, labels: list[int], kinds: dict[st
 
 # --- the task ---------------------------------------------------------------------------------------------------------
 
+def _teacher_views_of_train(prep: Prepared) -> dict[str, Tensor]:
+    """Every view of the teacher on the training split (:func:`all_views`)."""
+    return all_views(prep.teacher, prep.extras["inputs"]["train"]["teacher"], list(prep.data.splits["train"]["label"]),
+                     prep.extras["kinds"], prep.extras["empty"]["teacher"], prep.recipe.training.eval_batch_size,
+                     _device())
+
+
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -532,33 +540,48 @@ class MultimodalTask(TrainerTask):
         """All of the teacher's views of the training split, computed once (stored) or, ``cache: off``, live."""
         if not any(term.reads_teacher for term in prep.module.terms):
             return None
-        recipe, kinds = prep.recipe, prep.extras["kinds"]
-        tensors = prep.extras["inputs"]["train"]["teacher"]
-        labels = list(prep.data.splits["train"]["label"])
-        empty = prep.extras["empty"]["teacher"]
-        batch_size = recipe.training.eval_batch_size
-
-        def compute() -> dict[str, Tensor]:
-            return all_views(prep.teacher, tensors, labels, kinds, empty, batch_size, _device())
-
-        if recipe.teacher.cache == "off":
-            views = compute()
+        if prep.recipe.teacher.cache == "off":
+            views = _teacher_views_of_train(prep)
             population = modality_saliency(views["full"], views["removed"]).mean(0)
             prep.extras["population"] = population
             print("[kdkit] teacher runs live at every step: teacher.cache is off")
-            return LiveViews(prep.teacher, kinds, empty, population)
-        key = digest({"task": TASK, "teacher": fingerprint_model(prep.teacher), "kinds": kinds,
+            return LiveViews(prep.teacher, prep.extras["kinds"], prep.extras["empty"]["teacher"], population)
+        cached = CachedViews(load_file(self._views_entry(prep) / "views.safetensors"))
+        prep.extras["population"] = cached.population
+        return cached
+
+    @staticmethod
+    def _views_entry(prep: Prepared, *, rebuild: bool = False) -> Path:
+        """The artifact-store folder of the teacher's views of the training split, computed when it is missing,
+        damaged or ``rebuild``; named after the teacher's weights, the modalities, the training examples and the
+        input sizes, so a stale entry is never read."""
+        recipe = prep.recipe
+        key = digest({"task": TASK, "teacher": fingerprint_model(prep.teacher), "kinds": prep.extras["kinds"],
                       "examples": digest(list(index_dataset(prep.data, "train")["key"])),
                       "max_length": recipe.data.max_length, "image_size": recipe.data.image_size})
         store = ArtifactStore()
-        found = store.get("signals", key)
+        found = None if rebuild else store.get("signals", key)
         if found is None:
             print(f"[kdkit] caching the teacher's logits on the full input and on every modality view "
-                  f"({len(labels)} examples) in {store.path('signals', key)}")
-            found = store.put("signals", key, lambda work: save_file(compute(), work / "views.safetensors"))
-        cached = CachedViews(load_file(found / "views.safetensors"))
-        prep.extras["population"] = cached.population
-        return cached
+                  f"({len(prep.data.splits['train'])} examples) in {store.path('signals', key)}")
+            found = store.put("signals", key,
+                              lambda work: save_file(_teacher_views_of_train(prep), work / "views.safetensors"))
+        return found
+
+    def build_cache(self, recipe: MultimodalRecipe, *, rebuild: bool = False) -> dict:
+        """``kdkit cache``: fine-tune the teacher if it is not stored yet, then store its views of the training
+        split (what ``distill`` reads); the same entry a run would build."""
+        if recipe.teacher is None:
+            raise ConfigError("the recipe has no teacher, so there is no teacher cache to build")
+        if recipe.teacher.cache == "off":
+            raise ConfigError("teacher.cache is 'off'; set it to 'auto' to build a cache")
+        prep, _, _ = self.prepare_all(recipe)
+        started = time.perf_counter()
+        folder = self._views_entry(prep, rebuild=rebuild)
+        size = (folder / "views.safetensors").stat().st_size
+        examples = len(prep.data.splits["train"])
+        return {"path": str(folder), "examples": examples, "bytes": size, "bytes_per_example": size / examples,
+                "seconds": round(time.perf_counter() - started, 3)}
 
     # --- evaluation and export -------------------------------------------------------------------------------------
     def evaluate(self, prep: Prepared) -> dict:
