@@ -5,8 +5,8 @@
 # `retrieval` makes docs/retrieval.md (TCT-ColBERT) instead, `generation` docs/generation.md (token-level KD with
 # 15-block students, noisy self-distillation; `generation-all` also the tuning table and docs/generation_gen_bbc.md),
 # `compression` docs/compression_results.md (block-wise embedding compression), `dataset-distillation`
-# docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md and
-# docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo),
+# docs/dataset_distillation_results.md, `dual-policy-distillation` docs/dpd_results.md,
+# docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo) and docs/dpd_results_td3.md (DPD-TD3 vs TD3),
 # `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs),
 # `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020),
 # `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews).
@@ -36,11 +36,16 @@ if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on valid
        experiments/compare_dd_fashion.yaml experiments/compare_dd_digits.yaml experiments/compare_dd_text.yaml \
        --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
 fi
-if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD-PPO vs PPO, HalfCheetah-v5 and Hopper-v5
+if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD vs one learner (PPO, TD3), HalfCheetah-v5, Hopper-v5
+  for archive in experiments/cpu_runs/dpd-*.tgz; do  # the finished runs' small files: reused, not trained again
+    [ -f "$archive" ] && tar -xzkf "$archive" 2>/dev/null || true
+  done
   .venv/bin/kdkit compare experiments/compare_dpd_ppo_halfcheetah.yaml \
        --document docs/dpd_results.md --preamble experiments/dpd_preamble.md
-  exec .venv/bin/kdkit compare experiments/compare_dpd_ppo_hopper.yaml \
+  .venv/bin/kdkit compare experiments/compare_dpd_ppo_hopper.yaml \
        --document docs/dpd_results_hopper.md --preamble experiments/dpd_hopper_preamble.md
+  exec .venv/bin/kdkit compare experiments/compare_dpd_td3_halfcheetah.yaml experiments/compare_dpd_td3_hopper.yaml \
+       --document docs/dpd_results_td3.md --preamble experiments/dpd_td3_preamble.md
 fi
 if [ "${1:-}" = full ]; then  # issue 17: the runs made on a lent GPU (kept as their small files), 3 seeds
   [ -f runs/results/mpnet-minilm-rt-full/kd_+_unlabeled/seed-2/report.json ] || \
