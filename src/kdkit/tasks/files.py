@@ -2,8 +2,9 @@
 the splits a source lacks from its training examples.
 
 Shared by every task: opening a file (:func:`read_text`), jsonl lines (:func:`jsonl_objects`,
-:func:`json_objects`), the checks on a text value, and seeded carving. What is particular to one task's format
-(classification's csv/tsv tables, retrieval's BEIR qrels) stays in that task's ``data.py``.
+:func:`json_objects`), the checks on a text value, and seeded carving. Labelled csv/tsv/jsonl/json tables
+(classification, multimodal) are read by :mod:`kdkit.tasks.tables`; what is particular to one task's format
+(retrieval's BEIR qrels) stays in that task's ``data.py``.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ import pandas as pd
 from kdkit.assets import DatasetAsset, asset_files
 from kdkit.errors import ConfigError, DataError
 from kdkit.tasks.files import SPLITS, carve, cut
+from kdkit.tasks.tables import check_labels, read_table, require_rows
 
 # kept out of kdkit.assets.DATASETS, which lists the classification task's named sets (as retrieval's names are)
 ASSETS = {
@@ -177,27 +178,18 @@ def _columns_of(modality: Modality) -> tuple[str, ...]:
 
 
 def _read_split(path: Path, split: str, modalities: dict[str, Modality], label_column: str):
-    """One split's file as a DataFrame and where its rows come from (lines), read and checked as the classification
-    task reads its files (csv, tsv, jsonl, json; every problem one line naming the file and the line)."""
-    from kdkit.tasks.classification.data import _label_problem, _one_kind, _read_file
-
+    """One split's file as a DataFrame and where its rows come from (lines), read and checked as every labelled
+    table is (:mod:`kdkit.tasks.tables`: csv, tsv, jsonl, json; every problem one line naming the file and the
+    line)."""
     texts = [m.columns[0] for m in modalities.values() if m.kind == "text"]
-    frame, origin = _read_file(path, split, texts[0] if texts else label_column, label_column)
+    frame, origin = read_table(path, split, texts[0] if texts else label_column, label_column)
     for name, modality in modalities.items():
         for column in (*_columns_of(modality), label_column):
             if column not in frame.columns:
                 raise DataError(f"data file '{path}' has no column '{cut(column, 40)}' (modality '{name}' or "
                                 f"the label); columns: {cut(', '.join(map(str, frame.columns)), 120)}")
-    if frame.empty:
-        below = f" below its header (line {origin.header})" if origin.header else ""
-        raise DataError(f"{origin} has no rows{below}; the {split} split needs at least one example")
-    labels = frame[label_column].tolist()
-    for row, value in enumerate(labels):
-        problem = _label_problem(value)
-        if problem:
-            raise DataError(f"{origin.at(row)}: {cut(label_column, 40)} {cut(repr(value))} {problem}; every "
-                            f"example needs a class in column '{cut(label_column, 40)}'")
-    _one_kind(labels, origin, label_column)
+    require_rows(frame, origin)
+    check_labels(frame[label_column].tolist(), origin, label_column)
     return frame.reset_index(drop=True), origin
 
 

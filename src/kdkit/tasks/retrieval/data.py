@@ -54,7 +54,8 @@ import numpy as np
 
 from kdkit.errors import ConfigError, DataError
 from kdkit.store import ArtifactStore, digest
-from kdkit.tasks.classification.data import bbc_headlines_and_bodies, preview
+from kdkit.tasks.classification.data import bbc_headlines_and_bodies
+from kdkit.tasks.tables import preview
 from kdkit.tasks.files import SPLITS
 from kdkit.tasks.files import cut as _cut
 from kdkit.tasks.files import carve, required_text
