@@ -76,8 +76,6 @@ def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None
     """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
     recipe = _recipe(recipe, overrides)
     task = get_task(recipe.task)
-    if hasattr(task, "build_cache"):  # a task that stores its teacher's signals its own way (multimodal views)
-        return task.build_cache(recipe, rebuild=rebuild)
     if not hasattr(task, "prepare_all"):
         raise ConfigError(f"task '{recipe.task}' trains without a teacher cache")
     return build_teacher_cache(task, recipe, rebuild=rebuild)

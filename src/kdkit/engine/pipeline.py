@@ -225,6 +225,12 @@ class TrainerTask(Task):
             prep.student.train(was_training)
             path.write_text(json.dumps(entry, indent=1) + "\n")
 
+    def store_teacher_signals(self, prep: Prepared, *, rebuild: bool = False) -> dict | None:
+        """``kdkit cache`` for a task that stores its teacher's signals itself (not in a :class:`TeacherCache`):
+        build (or, with ``rebuild``, rebuild) that entry and return its ``path``, ``examples``, ``bytes`` and
+        ``bytes_per_example``; None (the default) uses the shared teacher cache."""
+        return None
+
     def teacher_signals(self, prep: Prepared, train):
         """The teacher signal source the trainer reads (:func:`teacher_source`: a cache or the live teacher; none
         when no loss reads the teacher)."""
@@ -630,6 +636,9 @@ def build_teacher_cache(task: TrainerTask, recipe: Recipe, *, rebuild: bool = Fa
         raise ConfigError("teacher.cache is 'off'; set it to 'auto' or a directory to build a cache")
     prep, splits, _ = task.prepare_all(recipe)  # the cache covers the examples distill trains on
     started = time.perf_counter()
+    own = task.store_teacher_signals(prep, rebuild=rebuild)
+    if own is not None:  # a task that stores its teacher's signals its own way (the multimodal views)
+        return {**own, "seconds": round(time.perf_counter() - started, 3)}
     built, reason = teacher_cache(task, prep, splits["train"], rebuild=rebuild)
     if built is None:
         raise ConfigError(f"the recipe cannot use a teacher cache: {reason}")

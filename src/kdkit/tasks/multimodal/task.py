@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -568,20 +567,12 @@ class MultimodalTask(TrainerTask):
                               lambda work: save_file(_teacher_views_of_train(prep), work / "views.safetensors"))
         return found
 
-    def build_cache(self, recipe: MultimodalRecipe, *, rebuild: bool = False) -> dict:
-        """``kdkit cache``: fine-tune the teacher if it is not stored yet, then store its views of the training
-        split (what ``distill`` reads); the same entry a run would build."""
-        if recipe.teacher is None:
-            raise ConfigError("the recipe has no teacher, so there is no teacher cache to build")
-        if recipe.teacher.cache == "off":
-            raise ConfigError("teacher.cache is 'off'; set it to 'auto' to build a cache")
-        prep, _, _ = self.prepare_all(recipe)
-        started = time.perf_counter()
+    def store_teacher_signals(self, prep: Prepared, *, rebuild: bool = False) -> dict:
+        """``kdkit cache``: store the teacher's views of the training split (the entry ``distill`` reads)."""
         folder = self._views_entry(prep, rebuild=rebuild)
         size = (folder / "views.safetensors").stat().st_size
         examples = len(prep.data.splits["train"])
-        return {"path": str(folder), "examples": examples, "bytes": size, "bytes_per_example": size / examples,
-                "seconds": round(time.perf_counter() - started, 3)}
+        return {"path": str(folder), "examples": examples, "bytes": size, "bytes_per_example": size / examples}
 
     # --- evaluation and export -------------------------------------------------------------------------------------
     def evaluate(self, prep: Prepared) -> dict:
