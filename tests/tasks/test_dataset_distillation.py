@@ -149,6 +149,58 @@ def test_an_interrupted_run_resumes_to_the_same_set(tmp_path, monkeypatch):
         assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
 
 
+def test_keep_best_saves_the_set_of_the_best_validation_check(tmp_path, monkeypatch):
+    import kdkit.tasks.dataset_distillation.task as module
+
+    scores = iter([0.5, 0.9, 0.7])  # checks at iterations 2, 4, 6: the one at 4 is kept
+    monkeypatch.setattr(module, "validation_score", lambda *args: next(scores))
+    report = get_task("dataset_distillation").run(load_recipe(_recipe(tmp_path / "best", training={
+        "keep": "best", "eval_steps": 2})))
+    assert report["distilled"]["selected_iteration"] == 4
+    assert report["distilled"]["selected_validation_accuracy"] == 0.9
+    checks = json.loads((tmp_path / "best" / "run" / "validation.json").read_text())
+    assert [c["iteration"] for c in checks] == [2, 4, 6]
+    get_task("dataset_distillation").run(load_recipe(_recipe(tmp_path / "four", training={"iterations": 4})))
+    kept = load_distilled(tmp_path / "best" / "run" / "distilled")[0]
+    at_four = load_distilled(tmp_path / "four" / "run" / "distilled")[0]
+    last = get_task("dataset_distillation").run(load_recipe(_recipe(tmp_path / "last")))
+    assert last["distilled"]["kept"] == "last" and "selected_iteration" not in last["distilled"]
+    final = load_distilled(tmp_path / "last" / "run" / "distilled")[0]
+    for name in ("images", "labels", "learning_rates"):
+        assert torch.equal(kept[name], at_four[name]), name
+    assert not torch.equal(kept["images"], final["images"])
+
+
+def test_keep_best_scores_the_validation_split_and_survives_a_resume(tmp_path, monkeypatch):
+    task = get_task("dataset_distillation")
+    best = {"keep": "best", "eval_steps": 2}
+    report = task.run(load_recipe(_recipe(tmp_path / "a", training=best)))
+    kept, meta = load_distilled(tmp_path / "a" / "run" / "distilled")
+    model = train_on_distilled(build_model("lenet", (1, 8, 8), 10, seed=0), tmp_path / "a" / "run" / "distilled")
+    validation = load_images("digits", max_train_samples=300)["validation"]
+    assert accuracy(model, *validation) == report["distilled"]["selected_validation_accuracy"]
+    checks = json.loads((tmp_path / "a" / "run" / "validation.json").read_text())
+    assert max(c["accuracy"] for c in checks) == report["distilled"]["selected_validation_accuracy"]
+    step, calls = type(task)._step, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 5:  # after the checkpoint at iteration 3, which holds the check at 2
+            raise KeyboardInterrupt
+        return step(*args)
+
+    monkeypatch.setattr(type(task), "_step", staticmethod(interrupted))
+    with pytest.raises(RunInterrupted):
+        task.run(load_recipe(_recipe(tmp_path / "b", training=best)))
+    monkeypatch.setattr(type(task), "_step", staticmethod(step))
+    resumed = task.run(load_recipe(_recipe(tmp_path / "b", training=best)), resume=True)
+    assert json.loads((tmp_path / "b" / "run" / "validation.json").read_text()) == checks
+    assert resumed["distilled"]["selected_iteration"] == report["distilled"]["selected_iteration"]
+    again = load_distilled(tmp_path / "b" / "run" / "distilled")[0]
+    for name in ("images", "labels", "learning_rates"):
+        assert torch.allclose(kept[name], again[name], atol=1e-6), name
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"distill": {"samples": 10, "steps": 3}}, "samples 10 must split evenly into steps 3"),
     ({"distill": {"labels": "hard", "label_init": "random"}}, "label_init 'random' goes with labels 'soft'"),
