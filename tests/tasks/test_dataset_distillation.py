@@ -160,6 +160,7 @@ def test_keep_best_saves_the_set_of_the_best_validation_check(tmp_path, monkeypa
     assert report["distilled"]["selected_validation_accuracy"] == 0.9
     checks = json.loads((tmp_path / "best" / "run" / "validation.json").read_text())
     assert [c["iteration"] for c in checks] == [2, 4, 6]
+    assert (tmp_path / "best" / "run" / "validation.png").stat().st_size > 1000
     get_task("dataset_distillation").run(load_recipe(_recipe(tmp_path / "four", training={"iterations": 4})))
     kept = load_distilled(tmp_path / "best" / "run" / "distilled")[0]
     at_four = load_distilled(tmp_path / "four" / "run" / "distilled")[0]

@@ -51,3 +51,23 @@ def samples_figure(board: dict, path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xticks(sorted(subsets), [str(size) for size in sorted(subsets)])
     return finish_plot(fig, ax, path, "training samples", "test accuracy (%)")
+
+
+def validation_figure(checks: list[dict], chosen: dict, path: Path) -> Path:
+    """``training.keep: best``'s picture: validation accuracy of each check against the outer iteration, the kept
+    set marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdkit.engine.loops import finish_plot
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot([c["iteration"] for c in checks], [100 * c["accuracy"] for c in checks], linewidth=1,
+            label="validation check")
+    ax.scatter([chosen["iteration"]], [100 * chosen["accuracy"]], color="tab:red", zorder=3,
+               label=f"kept: iteration {chosen['iteration']:,} ({100 * chosen['accuracy']:.1f}%)")
+    ax.scatter([checks[-1]["iteration"]], [100 * checks[-1]["accuracy"]], color="black", marker="x", zorder=3,
+               label=f"last: {100 * checks[-1]['accuracy']:.1f}%")
+    return finish_plot(fig, ax, path, "outer iteration", "validation accuracy (%)")

@@ -22,8 +22,9 @@ batches and random θ_0 are drawn from (seed, iteration), so a resumed run conti
 over the evaluation's random initialisations). The final iterate's quality swings by several points between
 neighbouring iterations, and so with the float rounding of the machine (MNIST, 10 images: 79.6% and 91.1% test
 accuracy for the same seed on two machines); a check costs one tiny training and one pass over the validation
-split. The checks are written to ``validation.json``; the test split is never read for the choice (with
-``evaluation.split: validation`` the reported accuracy is the selected maximum, so tuning grids use ``last``).
+split. The checks are written to ``validation.json`` and drawn in ``validation.png``; the test split is never read
+for the choice (with ``evaluation.split: validation`` the reported accuracy is the selected maximum, so tuning
+grids use ``last``).
 
 **Evaluation** on ``evaluation.split``: fresh LeNets trained on the distilled set alone by the same T steps with
 the learned rates: from the fixed θ_0 (``init: fixed``; the primary ``accuracy``) and from ``evaluation.models``
@@ -545,6 +546,9 @@ class DatasetDistillationTask(Task):
         (out / "metrics.json").write_text(json.dumps(log, indent=1) + "\n")
         if cfg.keep == "best" and selection.best is not None:
             (out / "validation.json").write_text(json.dumps(selection.checks, indent=1) + "\n")
+            from kdkit.tasks.dataset_distillation.figures import validation_figure
+
+            validation_figure(selection.checks, selection.chosen, out / "validation.png")
             synthetic = SyntheticSet.from_tensors(selection.best, synthetic.soft)
         save_distilled(out / DISTILLED, synthetic, recipe, data)
         results = evaluate(recipe, data, synthetic, selection.chosen)
