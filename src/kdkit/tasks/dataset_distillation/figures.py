@@ -50,6 +50,7 @@ def samples_figure(board: dict, path: Path) -> Path | None:
     ax.axhline(100 * statistics.fmean(full.values()), color="black", linestyle=":", label="all real training data")
     ax.set_xscale("log")
     ax.set_xticks(sorted(subsets), [str(size) for size in sorted(subsets)])
+    ax.minorticks_off()  # a log axis over a narrow range would label its minor ticks "6×10⁰"
     return finish_plot(fig, ax, path, "training samples", "test accuracy (%)")
 
 
