@@ -40,7 +40,8 @@ if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on valid
   done
   exec .venv/bin/kdkit compare experiments/tune_dd_mnist.yaml experiments/tune_dd_mnist_hard.yaml \
        experiments/compare_dd_mnist.yaml \
-       experiments/compare_dd_fashion.yaml experiments/compare_dd_digits.yaml experiments/compare_dd_text.yaml \
+       experiments/compare_dd_digits.yaml experiments/compare_dd_fashion.yaml experiments/compare_dd_fashion_100.yaml \
+       experiments/compare_dd_text.yaml \
        --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
 fi
 if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD vs one learner (PPO, TD3), HalfCheetah-v5, Hopper-v5
