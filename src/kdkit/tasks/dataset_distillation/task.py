@@ -262,22 +262,22 @@ class Selection:
     """``training.keep: best``'s record: every validation check and the best set so far (its tensors)."""
 
     def __init__(self, checks: list | None = None, best: dict[str, torch.Tensor] | None = None):
-        self.checks = checks or []
-        self.best = best
+        self.checks, self.best, self.chosen = [], best, None
+        for check in checks or []:
+            self._record(check)
+
+    def _record(self, check: dict) -> bool:
+        """Append a check; True when it is the best so far (later wins ties: it has trained longer)."""
+        self.checks.append(check)
+        if self.chosen is None or check["accuracy"] >= self.chosen["accuracy"]:
+            self.chosen = check
+            return True
+        return False
 
     def offer(self, iteration: int, score: float, synthetic: SyntheticSet) -> None:
-        """Record a check; the set becomes the best one when it scores at least the best so far (later wins ties:
-        it has trained longer)."""
-        if not self.checks or score >= max(check["accuracy"] for check in self.checks):
+        """Record a check of ``synthetic``; keep a copy of it when it is the best so far."""
+        if self._record({"iteration": iteration, "accuracy": score}):
             self.best = {k: v.clone() for k, v in synthetic.tensors().items()}
-        self.checks.append({"iteration": iteration, "accuracy": score})
-
-    @property
-    def chosen(self) -> dict | None:
-        if not self.checks:
-            return None
-        top = max(check["accuracy"] for check in self.checks)
-        return [check for check in self.checks if check["accuracy"] == top][-1]
 
 
 def save_checkpoint(out: Path, iteration: int, synthetic: SyntheticSet, optimizer, scheduler, log: list,
@@ -370,11 +370,15 @@ def validation_score(recipe: DatasetDistillationRecipe, data: ImageData, synthet
     random``: the mean over the evaluation's random initialisations)."""
     images, labels = data["validation"]
     seeds = [recipe.training.seed] if recipe.distill.init == "fixed" else _inits(recipe)
+    train = _trainer(recipe, synthetic)
+    return statistics.fmean(accuracy(train(build_model(recipe.learner, data.shape, len(data.classes), seed), k),
+                                     images, labels) for k, seed in enumerate(seeds))
+
+
+def _trainer(recipe: DatasetDistillationRecipe, synthetic: SyntheticSet):
+    """``train(model, k) -> model``: a fresh learner trained on the synthetic set by its learned steps."""
     rates, targets = synthetic.learning_rates.detach(), synthetic.labels.detach()
-    return statistics.fmean(
-        accuracy(train_on_synthetic(build_model(recipe.learner, data.shape, len(data.classes), seed),
-                                    synthetic.samples, targets, rates, recipe.distill.steps), images, labels)
-        for seed in seeds)
+    return lambda model, k: train_on_synthetic(model, synthetic.samples, targets, rates, recipe.distill.steps)
 
 
 def full_data_scores(recipe: DatasetDistillationRecipe, data: ImageData) -> dict:
@@ -408,8 +412,7 @@ def evaluate(recipe: DatasetDistillationRecipe, data: ImageData, synthetic: Synt
     train_x, train_y = data["train"]
     full = full_data_scores(recipe, data)
     rates = synthetic.learning_rates.detach()
-    distilled = _scores(lambda model, k: train_on_synthetic(model, synthetic.samples, synthetic.labels.detach(), rates,
-                                                            dist.steps), recipe, data)
+    distilled = _scores(_trainer(recipe, synthetic), recipe, data)
     subset = random_subset(train_y, dist.samples, classes, recipe.training.seed)
     baseline = _scores(lambda model, k: train_adam(model, train_x[subset], train_y[subset],
                                                    lr=cfg.full_learning_rate, steps=cfg.subset_steps,
