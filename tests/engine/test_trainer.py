@@ -115,3 +115,18 @@ def test_long_lived_objects_are_frozen_during_training_only(tiny_recipe, tmp_pat
     trainer.train()
     assert len(seen) == 2 and all(count > 1000 for count in seen), seen
     assert gc.get_freeze_count() == 0
+
+
+def test_trainer_progress_in_a_log_is_lines_not_redraws(tiny_recipe, tmp_path, capsys):
+    from transformers.trainer_callback import ProgressCallback
+
+    from kdkit.engine.trainer import _LogProgress
+
+    tiny_recipe["training"].update(max_steps=3, logging_steps=1, save_steps=3)
+    _, trainer = _trainer(tiny_recipe, tmp_path / "ckpt")  # under pytest standard error is not a terminal
+    bars = [c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)]
+    assert [type(c) for c in bars] == [_LogProgress]
+    capsys.readouterr()
+    trainer.train()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "3/3" in err.splitlines()[-1]

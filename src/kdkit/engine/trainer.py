@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -42,6 +43,7 @@ from kdkit.capture import Capture, Representations
 from kdkit.config import TrainConfig
 from kdkit.engine.checkpoints import STAGING_DIR, checkpoints, commit, last_complete_checkpoint
 from kdkit.errors import ConfigError, NumericalError
+from kdkit.progress import interactive, progress
 from kdkit.students.embedding import save_with_code
 from kdkit.terms import Needs, Term, count_units
 
@@ -199,6 +201,25 @@ class _AfterOptimizerStep(TrainerCallback):
         model.after_optimizer_step()
 
 
+class _LogProgress(ProgressCallback):
+    """The Trainer's progress bars for a log file (standard error not a terminal): a line at most every 30 s
+    (:mod:`kdkit.progress`) instead of a carriage-return redraw per step."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = progress(total=state.max_steps)
+        self.current_step = 0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.prediction_bar is None and state.is_world_process_zero and eval_dataloader is not None:
+            try:
+                total = len(eval_dataloader)
+            except TypeError:  # an iterable without a length: the Trainer's own callback shows no bar either
+                return
+            self.prediction_bar = progress(total=total, leave=self.training_bar is None)
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+
 class DistillationTrainer(Trainer):
     """``transformers.Trainer`` whose loss is the recipe's weighted distillation terms.
 
@@ -222,6 +243,9 @@ class DistillationTrainer(Trainer):
         self.batch_hook = batch_hook
         # (optimiser step, micro-batch within it) of the last hooked batch, so a hook can tell micro-batches apart
         self._hook_at: tuple[int, int] | None = None
+        if not interactive() and any(type(c) is ProgressCallback for c in self.callback_handler.callbacks):
+            self.pop_callback(ProgressCallback)
+            self.add_callback(_LogProgress)
         self.add_callback(_AfterOptimizerStep)
         self.add_callback(_FreezeLongLivedObjects)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from kdkit.errors import ConfigError, DataError
+from kdkit.progress import progress as progress_bar
 from kdkit.report.calibration import calibration_error
 
 
@@ -56,7 +56,7 @@ def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_siz
     confidences, correct = [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     with _inference(model) as device:
-        for batch in tqdm(loader, desc="evaluating", disable=not progress):
+        for batch in progress_bar(loader, desc="evaluating", disable=not progress):
             output = model(**_model_inputs(batch, device))
             logits = output.logits if hasattr(output, "logits") else output
             confidence, prediction = logits.float().softmax(-1).max(-1)

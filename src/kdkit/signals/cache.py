@@ -54,10 +54,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from kdkit.capture import Representations
 from kdkit.errors import CacheError, ConfigError, DataError
+from kdkit.progress import progress as progress_bar
 from kdkit.signals.live import LiveTeacher, teacher_inputs
 from kdkit.store import LEFTOVER, MANIFEST, atomic_dir, digest, read_manifest, seal
 from kdkit.store import verify as verify_files
@@ -187,7 +187,7 @@ def build_cache(path: str | Path, teacher: nn.Module, dataset: Any, collator: An
     with atomic_dir(path) as tmp:
         writer = _Writer(tmp, len(keys), offsets)
         logits_info = None
-        with tqdm(total=len(keys), desc="caching teacher signals", unit="ex", disable=not progress) as bar:
+        with progress_bar(total=len(keys), desc="caching teacher signals", unit="ex", disable=not progress) as bar:
             for start in range(0, len(keys), batch_size):
                 rows = order[start:start + batch_size]
                 batch = collator([dataset[first[keys[row]][0]] for row in rows])

@@ -56,7 +56,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from kdkit import __version__
 from kdkit.engine.checkpoints import last_complete_checkpoint
@@ -66,6 +65,7 @@ from kdkit.engine.pipeline import RunFault, RunInterrupted, Task, check_finite_m
 from kdkit.errors import ConfigError, DataError
 from kdkit.losses.distilled_data import (distillation_loss, project_to_simplex, softplus_inverse,
                                          train_on_synthetic)
+from kdkit.progress import progress
 from kdkit.report.evaluate import count_parameters, measure_latency
 from kdkit.report.report import write_report
 from kdkit.schema import BatchSize, Count, LearningRate, Seed, Strict
@@ -533,12 +533,12 @@ class DatasetDistillationTask(Task):
             scheduler.load_state_dict(state["scheduler"])
         iteration = start
         try:
-            with tqdm(total=cfg.iterations, initial=start, desc="distilling the data set", unit="it") as bar:
+            with progress(total=cfg.iterations, initial=start, desc="distilling the data set", unit="it") as bar:
                 for iteration in range(start, cfg.iterations):
                     self._step(recipe, data, synthetic, optimizer, scheduler, iteration, log)
                     bar.update(1)
                     if log and log[-1]["iteration"] == iteration + 1:
-                        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+                        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", refresh=False)
                     last = iteration + 1 == cfg.iterations
                     if cfg.keep == "best" and ((iteration + 1) % cfg.eval_steps == 0 or last):
                         selection.offer(iteration + 1, validation_score(recipe, data, synthetic), synthetic)

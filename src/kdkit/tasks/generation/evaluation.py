@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from kdkit.capture import num_layers
 from kdkit.errors import DataError
+from kdkit.progress import progress
 from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.evaluate import count_parameters
 from kdkit.signals.cache import fingerprint_model, fingerprint_tokenizer
@@ -69,7 +69,7 @@ def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_token
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        for start in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
             rows = order[start:start + batch_size]
             ids, mask = left_padded([prompts[i] for i in rows], pad, _device(model))
             generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,

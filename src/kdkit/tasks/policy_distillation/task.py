@@ -35,13 +35,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from tqdm.auto import tqdm
 
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.engine.loops import check_run_folder, finish_plot, open_run_folder, save_checkpoint
 from kdkit.engine.pipeline import RunInterrupted, Task, check_finite_metrics
 from kdkit.errors import ConfigError
 from kdkit.losses.policy import distillation_weights, peer_advantage, policy_distillation_loss
+from kdkit.progress import progress
 from kdkit.report.evaluate import count_parameters, measure_latency
 from kdkit.report.report import write_report
 from kdkit.schema import BatchSize, Count, LearningRate, Seed, Strict
@@ -276,7 +276,7 @@ class PolicyDistillationTask(Task):
         rounds = math.ceil(cfg.timesteps / cfg.round_steps)
         round_ = start
         try:
-            with tqdm(total=rounds, initial=start, desc="dual policy distillation", unit="round") as bar:
+            with progress(total=rounds, initial=start, desc="dual policy distillation", unit="round") as bar:
                 for round_ in range(start, rounds):
                     steps = min(cfg.round_steps, cfg.timesteps - round_ * cfg.round_steps)
                     for learner in learners:
