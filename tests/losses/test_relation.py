@@ -248,3 +248,55 @@ def test_word_angle_on_a_long_sequence():
     y = x + 0.1 * torch.randn(1, 4096, 8)
     value = word_relation_angle(x, y, window=5)
     assert torch.isfinite(value) and 0 < float(value) < 4
+
+
+def _check_authors(got_fn, per_sample, divisors):
+    """``normaliser="authors"``: the same per-sample sums, divided by the released code's entry counts."""
+    sums = [sum(v) for v in per_sample]
+    assert float(got_fn("mean")) == pytest.approx(sum(sums) / sum(divisors), rel=1e-5)
+    assert float(got_fn("sum")) == pytest.approx(sum(sums), rel=1e-5)
+    assert got_fn("none").tolist() == pytest.approx([v / d for v, d in zip(sums, divisors)], rel=1e-5, abs=1e-12)
+
+
+def test_authors_normaliser_divides_the_same_sums_by_every_entry_of_the_relation():
+    s_w, t_w = _word(width=5, seed=1), _word(width=3, seed=2)
+    s_l, t_l = _layers(width=5, seed=1), _layers(width=3, seed=2)
+    n = [int(v) for v in MASK.sum(1)]
+    k = s_l.shape[1]
+    _check_authors(lambda r: word_relation_pair(s_w, t_w, MASK, reduction=r, normaliser="authors"),
+                   loop_word_pair(s_w, t_w, MASK), [m * m for m in n])  # n² pairs, diagonal included
+    _check_authors(lambda r: word_relation_angle(s_w, t_w, MASK, window=5, reduction=r, normaliser="authors"),
+                   loop_word_angle(s_w, t_w, MASK, 5), [m * 25 for m in n])  # W² slots per real centre
+    # per token: the rows' KL summed (k × the loop's row mean) over K² entries instead of K rows
+    per_token = [[k * v / (k * k) for v in sample] for sample in loop_layer_pair(s_l, t_l, MASK)]
+    _check_authors(lambda r: layer_relation_pair(s_l, t_l, MASK, reduction=r, normaliser="authors"), per_token, n)
+    _check_authors(lambda r: layer_relation_angle(s_l, t_l, MASK, reduction=r, normaliser="authors"),
+                   loop_layer_angle(s_l, t_l, MASK), [m * k ** 3 for m in n])
+
+
+def test_authors_word_pair_is_the_released_codes_formula():
+    # GeondoPark/CKD loss.py WR_Dist ("cos"), written out: softmax over cosines with the diagonal and padding at
+    # -inf, KL summed over every entry, divided by the number of (i, j) pairs of real tokens
+    s, t = _word(width=5, seed=1), _word(width=3, seed=2)
+    m = MASK.bool()
+    pairs = m[:, :, None] & m[:, None, :]
+    blocked = ~pairs | torch.eye(7, dtype=torch.bool)
+
+    def relation(x):
+        x = torch.nn.functional.normalize(x, dim=-1)
+        return (x @ x.transpose(1, 2)).masked_fill(blocked, float("-inf"))
+
+    p_t = torch.softmax(relation(t), -1).nan_to_num(0.0)  # a row with no other token is NaN; the code's KL drops it
+    log_p_s = torch.log_softmax(relation(s), -1)
+    kl = torch.where(p_t > 0, p_t * (p_t.log() - log_p_s), torch.zeros(()))
+    expected = kl.sum() / pairs.sum()
+    assert float(word_relation_pair(s, t, MASK, normaliser="authors")) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_authors_normaliser_only_shrinks_the_valid_mean():
+    for fn in ALL:
+        s, t = _inputs(fn, 5, 1), _inputs(fn, 3, 2)
+        valid, authors = float(fn(s, t, MASK)), float(fn(s, t, MASK, normaliser="authors"))
+        assert 0 < authors < valid, fn.__name__
+        with pytest.raises(ConfigError, match="normaliser 'paper' is not one of valid, authors"):
+            fn(s, t, MASK, normaliser="paper")

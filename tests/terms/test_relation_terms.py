@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from kdkit import api
 from kdkit.config import parse_recipe
@@ -59,7 +60,7 @@ def test_relation_terms_pair_and_stack_the_mapped_layers(tiny_recipe):
     tiny_recipe["losses"] = CKD_TERMS[1:] + [{"name": "ltr_pair", "layer_map": "pairs", "pairs": [[4, 2], [1, 1]]}]
     terms = prepare(parse_recipe(tiny_recipe)).module.terms
     wr_pair, wr_angle, ltr_pair, ltr_angle, explicit = terms
-    assert isinstance(wr_angle, WordRelationTerm) and wr_angle.kwargs == {"window": 5}
+    assert isinstance(wr_angle, WordRelationTerm) and wr_angle.kwargs == {"window": 5, "normaliser": "valid"}
     assert isinstance(ltr_angle, LayerRelationTerm)
     assert wr_pair.pairs == ltr_pair.pairs == [(0, 0), (2, 1), (4, 2)]
     assert explicit.pairs == [(4, 2), (1, 1)]
@@ -81,3 +82,27 @@ def test_window_is_only_a_key_of_wr_angle():
     with pytest.raises(ConfigError, match="window"):
         parse_recipe({"data": {"dataset": "x"}, "teacher": {"model": "m"}, "student": {"layers": [0]},
                       "losses": [{"name": "wr_angle", "window": 1}]})
+
+
+def test_the_authors_normaliser_reaches_every_relation_function(tiny_recipe, monkeypatch):
+    from tiny import prepare
+
+    from kdkit import losses
+
+    seen = []
+    for fn in ("word_relation_pair", "word_relation_angle", "layer_relation_pair", "layer_relation_angle"):
+        real = getattr(losses, fn)
+        monkeypatch.setattr(losses, fn, lambda *a, _real=real, _fn=fn, **kw: seen.append((_fn, kw)) or _real(*a, **kw))
+    tiny_recipe["student"] = NARROW
+    tiny_recipe["losses"] = [dict(t, normaliser="authors") for t in CKD_TERMS[1:]]
+    prep = prepare(parse_recipe(tiny_recipe))
+    ids = torch.randint(5, prep.teacher.config.vocab_size, (2, 6))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    teacher, student = (m(**batch, output_hidden_states=True) for m in (prep.teacher, prep.module.student))
+    values = [float(term(student, teacher, batch)) for term in prep.module.terms]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    assert {fn for fn, kw in seen if kw.get("normaliser") == "authors"} == {
+        "word_relation_pair", "word_relation_angle", "layer_relation_pair", "layer_relation_angle"}
+    assert all(kw.get("normaliser") == "authors" for _, kw in seen)
+    with pytest.raises(ConfigError, match="normaliser"):
+        parse_recipe(dict(tiny_recipe, losses=[{"name": "wr_pair", "normaliser": "paper"}]))

@@ -14,7 +14,18 @@ between student and teacher, the other axes may not. ``mask`` is ``(B, L)`` (1 =
 Reductions follow :func:`kdkit.losses.reduce_loss` over the unit each docstring names.
 
 The authors' released code has bugs (the KD term silently off with the documented flag, the LTR weights never
-applied, NaN from masking padded positions with ``-inf * 0``); these functions follow the paper. Padded inputs
+applied, NaN from masking padded positions with ``-inf * 0``); these functions follow the paper.
+
+What a relation is averaged over (``normaliser``): ``"valid"`` (default) averages over the entries that carry a
+relation — the rows of a pair relation (its KL summed over the row), the triples of distinct positions of an angle
+relation. ``"authors"`` divides the same sum by what the released code (GeondoPark/CKD, ``loss.py``) divides by:
+every entry of each relation matrix or tensor, the diagonal and the degenerate triples (which add 0) included —
+WR pair ``Σ KL / Σ_b n_b²`` (``n_b`` real tokens), WR angle ``Σ / (real centres · W²)``, LTR pair ``/ (tokens · K²)``,
+LTR angle ``/ (tokens · K³)``. ``"authors"`` thus makes a term smaller: by about ``n`` for WR pair, by ``K`` for LTR
+pair, by ``K² / ((K−1)(K−2))`` for LTR angle and by the share of real neighbours in the window for WR angle; with it
+the paper's weights mean what they meant in the authors' runs. It does not copy what the code sums that the paper
+does not define (its WR angle also counts padded neighbours and repeats the first token for centres near the
+start); only the divisor. Padded inputs
 are zeroed with ``torch.where`` before any arithmetic, so padding content (even NaN) reaches neither the value
 nor the gradient. Relations are computed in float32: the angle forms use Gram-matrix identities whose
 differences lose precision in half precision.
@@ -27,6 +38,8 @@ from torch import Tensor
 from kdkit.errors import ConfigError
 from kdkit.losses._reduce import check_same_shape, kl_last_axis, pair_mask, reduce_loss, zero_invalid
 
+NORMALISERS = ("valid", "authors")
+
 # squared distances below this count as 0 (a point coinciding with the centre has no direction); such entries
 # are excluded from the loss, the clamp only keeps their (unused) arithmetic finite
 _EPS = 1e-12
@@ -38,6 +51,11 @@ def _clean(x: Tensor, token_mask: Tensor | None) -> Tensor:
     return zero_invalid(x.to(torch.promote_types(x.dtype, torch.float32)), token_mask)
 
 
+def _check_normaliser(what: str, normaliser: str) -> None:
+    if normaliser not in NORMALISERS:
+        raise ConfigError(f"{what} normaliser {normaliser!r} is not one of {', '.join(NORMALISERS)}")
+
+
 def _row_relation_kl(student_unit: Tensor, teacher_unit: Tensor, valid: Tensor) -> Tensor:
     """Σ_j KL over rows of ``softmax_j(cos)`` restricted to ``valid`` (…, N, N); returns (…, N)."""
     fill = torch.finfo(student_unit.dtype).min
@@ -47,7 +65,8 @@ def _row_relation_kl(student_unit: Tensor, teacher_unit: Tensor, valid: Tensor) 
 
 
 def word_relation_pair(
-    student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None, reduction: str = "mean"
+    student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None = None, reduction: str = "mean",
+    normaliser: str = "valid",
 ) -> Tensor:
     """Pair-wise Word Relation of CKD: ``KL(P^t_i ‖ P^s_i)`` per valid token ``i`` of one layer.
 
@@ -56,19 +75,26 @@ def word_relation_pair(
     real tokens that have at least one other real token (``"mean"``: over all such rows of the batch;
     ``"none"``: each sample's mean over its own rows, 0 for a sample with none). Averaging per row (token) rather
     than per (i, j) pair follows the per-token convention of the other sequence losses (MiniLM's attention KL);
-    the paper leaves the normaliser unstated.
+    the paper leaves the normaliser unstated. ``normaliser="authors"``: the summed KL divided by the number of
+    (i, j) pairs of real tokens, diagonal included (``n_b²`` per sample), as the released code does.
 
     Args:
         student_hidden: ``(B, L, D_s)``; teacher_hidden: ``(B, L, D_t)`` (widths may differ).
         mask: ``(B, L)`` or None.
+        normaliser: ``"valid"`` or ``"authors"`` (module docstring).
     """
     check_same_shape("word_relation_pair", student_hidden, teacher_hidden, axes=(0, 1))
+    _check_normaliser("word_relation_pair", normaliser)
     batch, length = student_hidden.shape[:2]
     token = None if mask is None else mask.bool()[..., None]
     s, t = (F.normalize(_clean(x, token), dim=-1) for x in (student_hidden, teacher_hidden))
     eye = torch.eye(length, dtype=torch.bool, device=s.device)
-    valid = pair_mask(mask, batch, length, s.device) & ~eye
-    return reduce_loss(_row_relation_kl(s, t, valid), valid.any(-1), reduction)
+    pairs = pair_mask(mask, batch, length, s.device)
+    valid = pairs & ~eye
+    rows = _row_relation_kl(s, t, valid)
+    if normaliser == "authors":  # each row's KL on the diagonal of the (B, L, L) pair grid, counted over every pair
+        return reduce_loss(torch.diag_embed(zero_invalid(rows, valid.any(-1))), pairs, reduction)
+    return reduce_loss(rows, valid.any(-1), reduction)
 
 
 def _angles(gram: Tensor, centre: Tensor) -> Tensor:
@@ -111,6 +137,7 @@ def word_relation_angle(
     mask: Tensor | None = None,
     window: int = 21,
     reduction: str = "mean",
+    normaliser: str = "valid",
 ) -> Tensor:
     """Triple-wise (angle) Word Relation of CKD: mean squared difference of ``ψ(a, c, b)`` over valid triples.
 
@@ -125,8 +152,10 @@ def word_relation_angle(
         student_hidden: ``(B, L, D_s)``; teacher_hidden: ``(B, L, D_t)`` (widths may differ).
         mask: ``(B, L)`` or None.
         window: window size, ≥ 3 (an even value acts as the next odd one).
+        normaliser: ``"valid"``, or ``"authors"``: the same sum divided by ``W²`` per real centre token.
     """
     check_same_shape("word_relation_angle", student_hidden, teacher_hidden, axes=(0, 1))
+    _check_normaliser("word_relation_angle", normaliser)
     if not (isinstance(window, int) and window >= 3):
         raise ConfigError(f"word_relation_angle window {window!r} must be an integer ≥ 3 (two neighbours)")
     half = window // 2
@@ -140,6 +169,8 @@ def word_relation_angle(
     slots[..., half] = False  # a ≠ c, b ≠ c
     distinct = ~torch.eye(2 * half + 1, dtype=torch.bool, device=psi_s.device)
     valid = real[..., None, None] & slots[..., :, None] & slots[..., None, :] & distinct
+    if normaliser == "authors":
+        return reduce_loss(zero_invalid((psi_s - psi_t).pow(2), valid), real[..., None, None], reduction)
     return reduce_loss((psi_s - psi_t).pow(2), valid, reduction)
 
 
@@ -158,7 +189,8 @@ def _per_token(layers: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def layer_relation_pair(
-    student_layers: Tensor, teacher_layers: Tensor, mask: Tensor | None = None, reduction: str = "mean"
+    student_layers: Tensor, teacher_layers: Tensor, mask: Tensor | None = None, reduction: str = "mean",
+    normaliser: str = "valid",
 ) -> Tensor:
     """Pair-wise Layer Transforming Relation of CKD: per token, KL between the layer-similarity distributions.
 
@@ -170,16 +202,20 @@ def layer_relation_pair(
         student_layers: ``(B, K, L, D_s)``; teacher_layers: ``(B, K, L, D_t)`` — the aligned layers stacked in
             map order (widths may differ); ``K ≥ 2``.
         mask: ``(B, L)`` or None.
+        normaliser: ``"valid"``, or ``"authors"``: the rows' KL summed and divided by ``K²`` per token.
     """
     _check_layers("layer_relation_pair", student_layers, teacher_layers, 2)
+    _check_normaliser("layer_relation_pair", normaliser)
     s, t = (F.normalize(_per_token(x, mask), dim=-1) for x in (student_layers, teacher_layers))
     k = s.shape[2]
     off_diagonal = ~torch.eye(k, dtype=torch.bool, device=s.device)
-    return reduce_loss(_row_relation_kl(s, t, off_diagonal).mean(-1), mask, reduction)
+    per_token = _row_relation_kl(s, t, off_diagonal).sum(-1) / (k * k if normaliser == "authors" else k)
+    return reduce_loss(per_token, mask, reduction)
 
 
 def layer_relation_angle(
-    student_layers: Tensor, teacher_layers: Tensor, mask: Tensor | None = None, reduction: str = "mean"
+    student_layers: Tensor, teacher_layers: Tensor, mask: Tensor | None = None, reduction: str = "mean",
+    normaliser: str = "valid",
 ) -> Tensor:
     """Triple-wise (angle) Layer Transforming Relation of CKD: per token, mean squared difference of
     ``ψ(a, c, b)`` over triples of its aligned layers.
@@ -192,8 +228,10 @@ def layer_relation_angle(
     Args:
         student_layers: ``(B, K, L, D_s)``; teacher_layers: ``(B, K, L, D_t)``; ``K ≥ 3``.
         mask: ``(B, L)`` or None.
+        normaliser: ``"valid"``, or ``"authors"``: the same sum divided by ``K³`` per token.
     """
     _check_layers("layer_relation_angle", student_layers, teacher_layers, 3)
+    _check_normaliser("layer_relation_angle", normaliser)
     k = student_layers.shape[1]
     centres = torch.arange(k, device=student_layers.device)
     psi_s, psi_t = (_angles(u @ u.transpose(-1, -2), centres)
@@ -201,4 +239,7 @@ def layer_relation_angle(
     distinct = (centres[:, None, None] != centres[None, :, None]) & (centres[:, None, None] != centres[None, None, :])
     distinct &= centres[None, :, None] != centres[None, None, :]
     valid = distinct if mask is None else mask.bool()[:, :, None, None, None] & distinct
+    if normaliser == "authors":
+        token = None if mask is None else mask.bool()[:, :, None, None, None]
+        return reduce_loss(zero_invalid((psi_s - psi_t).pow(2), valid), token, reduction)
     return reduce_loss((psi_s - psi_t).pow(2), valid, reduction)

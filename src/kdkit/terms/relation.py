@@ -19,10 +19,13 @@ class RelationLoss(LayerMapConfig):
     """CKD relation terms on hidden states, no projection needed between widths: ``wr_pair`` (word relation, token
     pairs of each mapped layer, averaged over the mapped pairs), ``ltr_pair`` and ``ltr_angle`` (layer
     transforming relation over the stacked mapped layers of each token; ``ltr_angle`` uses all triples of distinct
-    layers, so it needs at least 3 mapped layers). Default map: CKD's "emb+skip"."""
+    layers, so it needs at least 3 mapped layers). Default map: CKD's "emb+skip". ``normaliser``: what each
+    relation's sum is divided by, ``valid`` (the rows / distinct triples that carry a relation) or ``authors`` (every
+    entry of the relation matrix, as the authors' released code divides; :mod:`kdkit.losses.relation`)."""
 
     name: Literal["wr_pair", "ltr_pair", "ltr_angle"]
     layer_map: LayerMapKind = "emb_skip"
+    normaliser: Literal["valid", "authors"] = "valid"
 
 
 class WordAngleLoss(RelationLoss):
@@ -55,9 +58,9 @@ class WordRelationTerm(_RelationTerm):
     def __init__(self, cfg: RelationLoss, teacher, student):
         super().__init__(cfg, teacher, student)
         if cfg.name == "wr_angle":
-            self.fn, self.kwargs = losses.word_relation_angle, {"window": cfg.window}
+            self.fn, self.kwargs = losses.word_relation_angle, {"window": cfg.window, "normaliser": cfg.normaliser}
         else:
-            self.fn, self.kwargs = losses.word_relation_pair, {}
+            self.fn, self.kwargs = losses.word_relation_pair, {"normaliser": cfg.normaliser}
 
     def pair_loss(self, student, teacher, batch, t_layer, s_layer):
         return self.fn(student.hidden_states[s_layer], teacher.hidden_states[t_layer], mask=batch["attention_mask"],
@@ -78,8 +81,9 @@ class LayerRelationTerm(_RelationTerm):
             raise ConfigError(f"loss '{cfg.name}' relates at least {needed} aligned layers, but layer_map "
                               f"'{cfg.layer_map}' pairs {len(self.pairs)}: {self.pairs}")
         self.fn = losses.layer_relation_angle if cfg.name == "ltr_angle" else losses.layer_relation_pair
+        self.normaliser = cfg.normaliser
 
     def forward(self, student, teacher, batch):
         s = torch.stack([student.hidden_states[s_l] for _, s_l in self.pairs], dim=1)
         t = torch.stack([teacher.hidden_states[t_l] for t_l, _ in self.pairs], dim=1)
-        return self.fn(s, t, mask=batch["attention_mask"])
+        return self.fn(s, t, mask=batch["attention_mask"], normaliser=self.normaliser)
