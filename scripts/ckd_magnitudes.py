@@ -5,7 +5,9 @@ docs/results.md's narrow tables before its fine-tuning) and two students: the ra
 minilm_narrow_rt.yaml (CKD's emb+skip map 6 -> 4) and a 3-layer student made of the teacher's layers 1, 3, 5 (map
 6 -> 3, the "already distilled" start of CKD's task-specific stage). Each term is printed with the weight the CKD
 runs of docs/results.md use (the paper's: 100 for the pair terms, 1000 for the angle terms; CE and KD 0.5) and the
-L2 norm of the weighted term's gradient over all student parameters. Run: .venv/bin/python scripts/ckd_magnitudes.py
+L2 norm of the weighted term's gradient over all student parameters, once with kdkit's default normaliser
+("valid") and once with the released code's divisors ("authors", kdkit.losses.relation).
+Run: .venv/bin/python scripts/ckd_magnitudes.py
 """
 
 import copy
@@ -22,27 +24,29 @@ from kdkit.tasks.classification.data import load_named_dataset
 WEIGHTS = {"ce": 0.5, "kd": 0.5, "wr_pair": 100.0, "wr_angle": 1000.0, "ltr_pair": 100.0, "ltr_angle": 1000.0}
 
 
-def terms(s_out, t_out, pairs, mask, labels, temperature=2.0):
+def terms(s_out, t_out, pairs, mask, labels, normaliser, temperature=2.0):
     """Each term's unweighted value, as kdkit's terms compute it (WR averaged over the mapped layer pairs)."""
     log_p = F.log_softmax(s_out.logits / temperature, -1)
     kd = F.kl_div(log_p, F.softmax(t_out.logits / temperature, -1), reduction="batchmean") * temperature ** 2
     s_hidden, t_hidden = s_out.hidden_states, t_out.hidden_states
 
     def word(fn):
-        return sum(fn(s_hidden[s], t_hidden[t], mask) for t, s in pairs) / len(pairs)
+        return sum(fn(s_hidden[s], t_hidden[t], mask, normaliser=normaliser) for t, s in pairs) / len(pairs)
 
     s_stack = torch.stack([s_hidden[s] for _, s in pairs], 1)
     t_stack = torch.stack([t_hidden[t] for t, _ in pairs], 1)
     return {"ce": F.cross_entropy(s_out.logits, labels), "kd": kd,
             "wr_pair": word(losses.word_relation_pair), "wr_angle": word(losses.word_relation_angle),
-            "ltr_pair": losses.layer_relation_pair(s_stack, t_stack, mask),
-            "ltr_angle": losses.layer_relation_angle(s_stack, t_stack, mask)}
+            "ltr_pair": losses.layer_relation_pair(s_stack, t_stack, mask, normaliser=normaliser),
+            "ltr_angle": losses.layer_relation_angle(s_stack, t_stack, mask, normaliser=normaliser)}
 
 
-def table(title, student, t_out, pairs, batch, labels):
+def table(title, student, t_out, pairs, batch, labels, normaliser):
     params = [p for p in student.parameters() if p.requires_grad]
-    values = terms(student(**batch, output_hidden_states=True), t_out, pairs, batch["attention_mask"], labels)
-    print(f"\n{title} (layer map {pairs})\n")
+    torch.manual_seed(0)  # the same dropout masks for both normalisers
+    values = terms(student(**batch, output_hidden_states=True), t_out, pairs, batch["attention_mask"], labels,
+                   normaliser)
+    print(f"\n{title} (layer map {pairs}), normaliser {normaliser}\n")
     print("| term | value | weight | weighted | gradient norm (weighted) | vs CE's |")
     print("|---|---|---|---|---|---|")
     norms = {}
@@ -66,11 +70,13 @@ def main():
         t_out = teacher(**batch, output_hidden_states=True)
     narrow = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(
         path, num_labels=2, num_hidden_layers=4, hidden_size=192, intermediate_size=768, num_attention_heads=12))
-    table("Random-init 4 x 192 student", narrow, t_out, emb_skip(6, 4), batch, labels)
     layers = copy.deepcopy(teacher).train()
     layers.bert.encoder.layer = torch.nn.ModuleList([layers.bert.encoder.layer[i] for i in (1, 3, 5)])
     layers.config.num_hidden_layers = 3
-    table("3-layer student from the teacher's layers 1, 3, 5", layers, t_out, emb_skip(6, 3), batch, labels)
+    for normaliser in losses.relation.NORMALISERS:
+        table("Random-init 4 x 192 student", narrow, t_out, emb_skip(6, 4), batch, labels, normaliser)
+        table("3-layer student from the teacher's layers 1, 3, 5", layers, t_out, emb_skip(6, 3), batch, labels,
+              normaliser)
 
 
 if __name__ == "__main__":
