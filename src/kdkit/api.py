@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdkit.config import Recipe, load_recipe
-from kdkit.engine import generations
+from kdkit.engine import generations, stages
 from kdkit.engine.pipeline import build_teacher_cache
 from kdkit.errors import ConfigError
 from kdkit.tasks import get_task
@@ -35,6 +35,9 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     recipe = _recipe(recipe, overrides)
     if recipe.generations is not None:
         return generations.distill_generations(recipe, distill, resume=resume, overwrite=overwrite)
+    if getattr(recipe, "stages", None) is not None:  # the recipes of tasks with their own loop have no stages
+        return stages.distill_stages(recipe, distill, lambda part: get_task(part.task).prepare(part), resume=resume,
+                                     overwrite=overwrite)
     return get_task(recipe.task).run(recipe, resume=resume, overwrite=overwrite, force=force)
 
 

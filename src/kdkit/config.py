@@ -25,7 +25,7 @@ import functools
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
@@ -245,13 +245,31 @@ class GenerationsConfig(_Strict):
     temperature: Temperature = 4.0
 
 
+class StageConfig(_Strict):
+    """One stage of a multi-stage recipe (``stages``): the stages train in order, each starting from the student the
+    stage before exported (TinyBERT's intermediate-layer then prediction-layer distillation, Jiao et al. 2020; CKD's
+    task-specific stage on an already distilled student, Park et al. 2021).
+
+    ``name`` labels the stage in the report (default: its index); ``losses`` replace the recipe's ``losses`` for
+    this stage (left out: the recipe's); ``training`` holds ``training`` keys that change for this stage (epochs,
+    learning_rate, ...), the rest are the recipe's. At most 16 stages."""
+
+    name: str | None = Field(None, min_length=1, max_length=64)
+    losses: list[terms.LossConfig] | None = Field(None, min_length=1)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
 class Recipe(_Strict):
     """A complete distillation run; each task subclasses it with its ``data`` section (``task`` names it).
 
     ``teacher`` may be left out (or null) when no loss reads it and the student does not need it (``student.init``
     ``pretrained``, or ``config`` with ``student.model``): only the student is trained and reported.
-    ``generations`` turns the run into born-again self-distillation (see :class:`GenerationsConfig`).
+    ``generations`` turns the run into born-again self-distillation (see :class:`GenerationsConfig`); ``stages``
+    into several trainings in a row, each from the student of the one before (see :class:`StageConfig`; a recipe
+    whose stages all list their losses may leave the top-level ``losses`` out).
     """
+
+    supports_stages: ClassVar[bool] = False  # the tasks whose exported student loads as a pretrained one set it
 
     name: str = Field("distill", min_length=1, max_length=128)  # names the run's folder
     task: str = "classification"
@@ -263,6 +281,42 @@ class Recipe(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_dir: str | None = None
     generations: GenerationsConfig | None = None
+    stages: list[StageConfig] | None = Field(None, min_length=1, max_length=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _losses_from_stages(cls, data: Any) -> Any:
+        # a recipe whose every stage lists its losses needs no top-level ones: the first stage's stand there
+        if isinstance(data, dict) and "losses" not in data and isinstance(data.get("stages"), list) \
+                and data["stages"] and all(isinstance(st, dict) and "losses" in st for st in data["stages"]):
+            return {**data, "losses": data["stages"][0]["losses"]}
+        return data
+
+    @model_validator(mode="after")
+    def _stages_valid(self) -> "Recipe":
+        if self.stages is None:
+            return self
+        if not self.supports_stages:
+            raise ConfigError(f"recipe key 'stages': the {self.task} task does not train in stages (yet); "
+                              f"give one set of losses")
+        if self.generations is not None:
+            raise ConfigError("recipe keys 'stages' and 'generations' do not go together: give one of them")
+        if self.student.embedding is not None:
+            raise ConfigError("recipe key 'student.embedding' does not go with 'stages' yet: compress the student "
+                              "in a run of its own, then distil it in stages with student.init 'pretrained'")
+        for i in range(len(self.stages)):
+            self.stage_training(i)
+        return self
+
+    def stage_training(self, index: int) -> TrainConfig:
+        """The training settings of stage ``index``: the recipe's, with the keys its ``training`` gives."""
+        changes = self.stages[index].training
+        try:
+            return TrainConfig.model_validate({**self.training.model_dump(), **changes})
+        except ValidationError as err:
+            line = _one_line(err, self.task, TrainConfig).replace("recipe key '", f"recipe key 'stages[{index}]"
+                                                                 f".training.", 1)
+            raise ConfigError(line) from None
 
     @model_validator(mode="after")
     def _teacher_given_where_needed(self) -> "Recipe":
@@ -315,7 +369,10 @@ def _recipe_model(base: type[Recipe], task: str, registered: tuple[str, ...]) ->
         return base
     members = tuple(terms.config_classes(task))
     entry = members[0] if len(members) == 1 else Annotated[Union[members], Field(discriminator="name")]
-    return create_model(base.__name__, __base__=base, losses=(list[entry], Field(min_length=1)))
+    stage = create_model(StageConfig.__name__, __base__=StageConfig,
+                         losses=(list[entry] | None, Field(None, min_length=1)))
+    return create_model(base.__name__, __base__=base, losses=(list[entry], Field(min_length=1)),
+                        stages=(list[stage] | None, Field(None, min_length=1, max_length=16)))
 
 
 def _task_of(data: dict):
@@ -339,15 +396,16 @@ def _key_path(loc: tuple) -> str:
     return "".join(parts) or "<recipe>"
 
 
-def _one_line(err: ValidationError, task: str, model: type[Recipe]) -> str:
-    first = err.errors()[0]
+def _one_line(err: ValidationError, task: str, model: type[Recipe], first: dict | None = None) -> str:
+    first = first or err.errors()[0]
     key = _key_path(first["loc"])
     kind = first["type"]
     names = ", ".join(terms.loss_names(task))
     if kind == "extra_forbidden":
         return f"recipe key '{key}' is unknown{_valid_keys_hint(first['loc'], model)}"
-    if kind == "union_tag_invalid" or (kind == "literal_error" and len(first["loc"]) == 3
-                                       and first["loc"][0] == "losses" and first["loc"][2] == "name"):
+    loss_at = _loss_entry(first["loc"])
+    if kind == "union_tag_invalid" or (kind == "literal_error" and loss_at is not None
+                                       and first["loc"][loss_at + 2:] == ("name",)):
         name = first["input"].get("name") if isinstance(first["input"], dict) else first["input"]
         key = key.removesuffix(".name")
         return f"recipe key '{key}.name': unknown loss {shorten(name)!r}; valid: {names}"
@@ -374,9 +432,19 @@ def _section_of(model: Any, name: Any) -> Any:
     return None
 
 
+def _loss_entry(loc: tuple) -> int | None:
+    """Where ``losses`` stands in an error's path when the path goes into one loss entry (the recipe's or a
+    stage's: ``("losses", i, name, ...)``), else None."""
+    for at, part in enumerate(loc):
+        if part == "losses" and len(loc) > at + 2 and isinstance(loc[at + 1], int):
+            return at
+    return None
+
+
 def _valid_keys_hint(loc: tuple, recipe: type[Recipe]) -> str:
-    if loc[0] == "losses" and len(loc) >= 3:  # a loss entry: the keys of the loss its 'name' chose
-        model = terms.config_class(str(loc[2]))
+    loss_at = _loss_entry(loc)
+    if loss_at is not None and str(loc[loss_at + 2]) in terms.CONFIGS:  # the keys of the loss its 'name' chose
+        model = terms.config_class(str(loc[loss_at + 2]))
     else:
         model = recipe
         for part in loc[:-1]:
@@ -395,7 +463,14 @@ def parse_recipe(data: Any) -> Recipe:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_one_line(err, task.name, model)) from None
+        errors = err.errors()
+        if "losses" not in data and data.get("stages"):
+            # top-level losses copied from the first stage (Recipe._losses_from_stages): report the stage's own key
+            errors = [e for e in errors if e["loc"][:1] != ("losses",)]
+            if not errors:
+                raise ConfigError("recipe key 'losses' is required when a stage lists no losses of its own (a "
+                                  "recipe whose every stage lists its losses may leave it out)") from None
+        raise ConfigError(_one_line(err, task.name, model, errors[0])) from None
 
 
 class _Refused(yaml.YAMLError):

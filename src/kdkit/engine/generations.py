@@ -1,22 +1,19 @@
 """Born-again self-distillation over generations (Zhang & Sabuncu 2020; Furlanello et al. 2018; SPEC §5).
 
-Each generation is an ordinary distillation run in ``<output_dir>/gen-<g>``; these functions only plan the runs,
-decide which to train, resume or reuse (the rule of ``kdkit compare``), and gather the per-generation table. The
+Each generation is an ordinary distillation run in ``<output_dir>/gen-<g>``; these functions only plan the runs
+(:mod:`kdkit.engine.sequence` decides which to train, resume or reuse) and gather the per-generation table. The
 run itself is injected (``distill``), so the engine never imports the API layer above it.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from accelerate import PartialState
 
-from kdkit.config import Recipe, parse_recipe, recipe_to_yaml
-from kdkit.engine.checkpoints import last_complete_checkpoint
-from kdkit.errors import ConfigError
+from kdkit.config import Recipe, parse_recipe
+from kdkit.engine.sequence import run_in_order
 from kdkit.report.generations import write_report as write_generations_report
-from kdkit.report.leaderboard import run_state
 from kdkit.report.results import metrics_of, primary_of
 
 
@@ -53,38 +50,17 @@ def distill_generations(recipe: Recipe, distill: Callable[..., dict], *, resume:
                         overwrite: bool = False) -> dict:
     """Train every generation of a born-again recipe, then write the generations table to ``output_dir``.
 
-    A generation folder made by the same recipe with a ``report.json`` is reused, one without (interrupted) is
-    resumed from its last complete checkpoint (or redone), one made by another recipe is refused unless
-    ``overwrite`` (then redone): the rule of ``kdkit compare``, which may call this with ``overwrite`` for a run
-    that has no top-level report yet, so ``overwrite`` never throws away a finished generation of the same recipe.
-    Once a generation is trained, every later one is trained again too: its teacher changed. ``resume`` needs no
-    flag here (interrupted generations always resume); it is accepted so ``--resume`` works for every recipe.
+    Which generations are reused, resumed or trained again follows :func:`kdkit.engine.sequence.run_in_order` (the
+    rule of ``kdkit compare``, which may call this with ``overwrite`` for a run that has no top-level report yet,
+    so ``overwrite`` never throws away a finished generation of the same recipe). ``resume`` needs no flag here
+    (interrupted generations always resume); it is accepted so ``--resume`` works for every recipe.
     """
     del resume  # see the docstring: resuming is decided per generation
     out = recipe.resolved_output_dir()
     state = PartialState()
-    plan = []
-    for gen_recipe in generation_recipes(recipe):
-        folder = gen_recipe.resolved_output_dir()
-        status = run_state(folder, recipe_to_yaml(gen_recipe))
-        if status.startswith("stale") and not overwrite:
-            raise ConfigError(f"generations: '{folder}' was made by a different recipe "
-                              f"({status.removeprefix('stale: ')}); delete it or pass --overwrite to redo it")
-        plan.append((gen_recipe, folder, status))
-    if state.is_main_process:  # written first, so an interrupted run is recognised as this recipe's (kdkit compare)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    rows, reports, retrained = [], [], False
-    for g, (gen_recipe, folder, status) in enumerate(plan):
-        if status == "finished" and not retrained:
-            report, how = json.loads((folder / "report.json").read_text()), "reused"
-        else:
-            resume_it = status == "interrupted" and not retrained and \
-                last_complete_checkpoint(folder / "checkpoints") is not None
-            how = "resumed" if resume_it else "trained"
-            print(f"[kdkit] generation {g}: {'resuming' if resume_it else 'training'} in {folder}")
-            report = distill(gen_recipe, resume=resume_it, overwrite=not resume_it and status != "new")
-            retrained = True
+    done = run_in_order(recipe, generation_recipes(recipe), distill, overwrite=overwrite, what="generation")
+    rows, reports = [], []
+    for g, (report, how, folder) in enumerate(done):
         if not report:  # a non-main process of a multi-process run: the main one reports
             continue
         student, primary = report["student"], primary_of(report)

@@ -123,6 +123,7 @@ class ClassificationTeacherConfig(TeacherConfig):
 
 
 class ClassificationRecipe(Recipe):
+    supports_stages = True  # the exported student loads back as a pretrained one (stage after stage)
     task: str = "classification"
     data: ClassificationDataConfig
     teacher: ClassificationTeacherConfig | None = None
