@@ -36,7 +36,9 @@ def distill(recipe: Recipe | str | Path | dict, overrides: list[str] | None = No
     if recipe.generations is not None:
         return generations.distill_generations(recipe, distill, resume=resume, overwrite=overwrite)
     if getattr(recipe, "stages", None) is not None:  # the recipes of tasks with their own loop have no stages
-        return stages.distill_stages(recipe, distill, lambda part: get_task(part.task).prepare(part), resume=resume,
+        task = get_task(recipe.task)
+        data = task.load_data(recipe)  # every stage reads the same data section: loaded once for the checks
+        return stages.distill_stages(recipe, distill, lambda part: task.prepare(part, data=data), resume=resume,
                                      overwrite=overwrite)
     return get_task(recipe.task).run(recipe, resume=resume, overwrite=overwrite, force=force)
 

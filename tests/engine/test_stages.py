@@ -55,10 +55,11 @@ def test_bad_stages_are_one_line(staged, change, expected):
 
 
 def test_a_task_without_stages_refuses_them(tiny_recipe):
-    from kdkit.config import Recipe
-
-    assert Recipe.supports_stages is False  # only tasks whose exported student reloads as a pretrained one opt in
-    recipe = parse_recipe({**tiny_recipe, "stages": [{"losses": PREDICTION}]})
+    retrieval = {"task": "retrieval", "data": {"train_file": "pairs.jsonl"}, "teacher": tiny_recipe["teacher"],
+                 "student": tiny_recipe["student"], "stages": [{"losses": [{"name": "tct"}]}]}
+    with pytest.raises(ConfigError, match=r"^recipe key 'stages': the retrieval task does not train in stages"):
+        parse_recipe(retrieval)
+    recipe = parse_recipe({**tiny_recipe, "stages": [{"losses": PREDICTION}]})  # classification opts in
     assert recipe.supports_stages is True and len(recipe.stages) == 1
 
 

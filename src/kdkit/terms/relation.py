@@ -25,7 +25,7 @@ class RelationLoss(LayerMapConfig):
 
     name: Literal["wr_pair", "ltr_pair", "ltr_angle"]
     layer_map: LayerMapKind = "emb_skip"
-    normaliser: Literal["valid", "authors"] = "valid"
+    normaliser: Literal[losses.relation.NORMALISERS] = "valid"
 
 
 class WordAngleLoss(RelationLoss):
