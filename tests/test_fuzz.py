@@ -13,6 +13,7 @@ The deterministic sweeps (every key × every kind of bad value) run in the defau
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -160,11 +161,17 @@ def _base_argv(world, command: str, folder: Path) -> tuple[list[str], list[str]]
     recipe = folder / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**world["bases"]["classification"], "output_dir": str(folder / "run")}))
     csv = str(world["csv"])
+    picked = folder / "dyna"  # a finished DynaBERT run's report, as kdkit pick reads it
+    picked.mkdir()
+    entry = {"width": 1.0, "depth": 1.0, "heads": 4, "neurons": 37, "layers": [0], "params": 100, "dir": str(picked),
+             "metrics": {"accuracy": 0.5}, "validation": {"accuracy": 0.5}, "latency": {"1": {"median_s": 0.001}}}
+    (picked / "report.json").write_text(json.dumps({"primary_metric": "accuracy", "student": entry,
+                                                    "sub_networks": [entry]}))
     return {"distill": ([str(recipe)], []), "cache": ([str(recipe)], []),
             "quickstart": ([], ["--output-dir", str(folder / "run")]),
             "eval": ([str(world["teacher"])], ["--train-file", csv, "--test-file", csv]),
             "compare": ([str(recipe)], ["--output-dir", str(folder / "cmp")]), "info": ([], []),
-            "compress": ([str(recipe)], ["--params", "50%"]),
+            "compress": ([str(recipe)], ["--params", "50%"]), "pick": ([str(picked)], ["--params", "50%"]),
             "export": ([str(world["teacher"])], ["--onnx", str(folder / "onnx")])}[command]
 
 

@@ -77,6 +77,40 @@ def compress(recipe: str | Path | dict, overrides: list[str] | None = None, *, p
     return report
 
 
+def pick(run_dir: str | Path, *, params: str | None = None, size: str | None = None, latency_ms: float | None = None,
+         batch_size: int = 1) -> dict:
+    """``kdkit pick``: of a DynaBERT run's sub-networks (``student.adaptive``; its ``report.json``), the one with
+    the best validation score within the budget: ``params`` (a count or a percentage of the teacher's), ``size``
+    (bytes of float32 weights, ``20MB``) and/or ``latency_ms`` (median latency at ``batch_size``, as the run
+    measured it). Returns its report entry (``dir`` is its folder); a one-line error when none fits."""
+    import json
+
+    from kdkit.report.sub_networks import pick as pick_entry
+    from kdkit.students.budget import parse_budget
+
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no report.json here; give the folder of a finished run")
+    report = json.loads(path.read_text())
+    entries = report.get("sub_networks")
+    if not entries:
+        raise ConfigError(f"{run_dir}: the run has no sub-networks; pick reads runs made with student.adaptive")
+    if params is None and size is None and latency_ms is None:
+        raise ConfigError("give a budget: --params (e.g. 15% or 5000000), --bytes (e.g. 20MB) and/or --latency-ms")
+    reference = (report.get("teacher") or entries[0])["params"]
+    max_params = parse_budget(params, size, reference) if params is not None or size is not None else None
+    sizes = sorted(entries[0]["latency"], key=int)
+    if latency_ms is not None and str(batch_size) not in entries[0]["latency"]:
+        raise ConfigError(f"--batch-size {batch_size}: the run measured latency at batch sizes {', '.join(sizes)}")
+    chosen = pick_entry(entries, report.get("primary_metric", "accuracy"), max_params=max_params,
+                        max_latency_ms=latency_ms, batch_size=str(batch_size))
+    if chosen is None:
+        smallest = min(entries, key=lambda e: e["params"])
+        raise ConfigError(f"no sub-network fits the budget; the smallest has {smallest['params']:,} parameters and "
+                          f"{1e3 * smallest['latency'][sizes[0]]['median_s']:.2f} ms at batch {sizes[0]}")
+    return chosen
+
+
 def cache(recipe: Recipe | str | Path | dict, overrides: list[str] | None = None, *, rebuild: bool = False) -> dict:
     """Build (or check) the teacher cache of a recipe: ``kdkit cache RECIPE``."""
     recipe = _recipe(recipe, overrides)

@@ -1,5 +1,5 @@
-"""The ``kdkit`` command line: ``distill``, ``compress``, ``cache``, ``compare``, ``eval``, ``export``, ``info`` and
-``quickstart``.
+"""The ``kdkit`` command line: ``distill``, ``compress``, ``pick``, ``cache``, ``compare``, ``eval``, ``export``,
+``info`` and ``quickstart``.
 
 Exit codes, each with one line on stderr and no traceback:
 
@@ -240,6 +240,32 @@ def compress(recipe: str = typer.Argument(..., help="A recipe YAML file or a shi
         print(f"compress: budget {c['budget']:,} parameters; student {c['student_parameters']:,} "
               f"({c['share_of_teacher']:.1%} of the teacher's {c['teacher_parameters']:,}): teacher blocks "
               f"{c['layers']}, word embedding {shown}")
+
+
+@app.command()
+@_command
+def pick(run: str = typer.Argument(..., help="The folder of a finished run trained with student.adaptive."),
+         params: Optional[str] = typer.Option(None, "--params", help="Most parameters: a count or a percentage of "
+                                                                      "the teacher's (15%)."),
+         size: Optional[str] = typer.Option(None, "--bytes", help="Most bytes of float32 weights (20MB)."),
+         latency_ms: Optional[float] = typer.Option(None, "--latency-ms", min=0.0, max=1e9,
+                                                    help="Most median latency in milliseconds (as the run measured)."),
+         batch_size: int = typer.Option(1, "--batch-size", min=1, max=BATCH_MAX,
+                                        help="The batch size --latency-ms is read at.")
+         ) -> None:
+    """Pick the DynaBERT sub-network of a run that scores best on validation within a size and/or latency budget;
+    print its folder and numbers."""
+    from kdkit import api
+    from kdkit.report.results import show_metric
+
+    chosen = api.pick(run, params=params, size=size, latency_ms=latency_ms, batch_size=batch_size)
+    metrics = ", ".join(f"{name} {show_metric(name, value)}" for name, value in chosen["metrics"].items())
+    validation = ", ".join(f"{name} {show_metric(name, value)}" for name, value in chosen["validation"].items())
+    latency = ", ".join(f"b{b} {1e3 * v['median_s']:.2f} ms" for b, v in chosen["latency"].items())
+    print(f"width {chosen['width']:g} × depth {chosen['depth']:g}: {chosen['params']:,} parameters, "
+          f"{chosen['heads']} heads, {chosen['neurons']} FFN neurons, {len(chosen['layers'])} layers")
+    print(f"validation: {validation}; evaluation: {metrics}; latency {latency}")
+    print(chosen["dir"])
 
 
 @app.command()

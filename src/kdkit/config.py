@@ -177,6 +177,37 @@ class EmbeddingConfig(_Strict):
         return self
 
 
+Multiplier = Annotated[float, Field(gt=0, le=1)]
+
+
+class AdaptiveConfig(_Strict):
+    """A width- and depth-adaptive student (DynaBERT, Hou et al. NeurIPS 2020; :mod:`kdkit.students.adaptive`):
+    every optimiser step trains each sub-network of ``widths`` × ``depths`` (multipliers in (0, 1], each list
+    holding 1.0, at most 8 values) on the recipe's losses, summed; the run's student is the full network and every
+    sub-network is exported and evaluated beside it. ``rewire``: before training, order every layer's heads and FFN
+    neurons by their importance (the gradient of the student's cross-entropy over ``importance_examples``
+    training examples), so narrower sub-networks keep the most important; later stages of a staged recipe never
+    rewire (their student already is)."""
+
+    widths: list[Multiplier] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25], min_length=1, max_length=8)
+    depths: list[Multiplier] = Field(default_factory=lambda: [1.0], min_length=1, max_length=8)
+    rewire: bool = True
+    importance_examples: Count = 2048
+
+    @field_validator("widths", "depths")
+    @classmethod
+    def _full_and_distinct(cls, values: list[float]) -> list[float]:
+        if 1.0 not in values:
+            raise ValueError("must hold 1.0 (the full network is the run's student)")
+        if len(set(values)) != len(values):
+            raise ValueError(f"repeats a multiplier: {values}")
+        return sorted(values, reverse=True)
+
+    def sub_networks(self) -> list[tuple[float, float]]:
+        """(width, depth) of every sub-network trained, the full one first."""
+        return [(w, d) for d in self.depths for w in self.widths]
+
+
 class StudentConfig(_Strict):
     """How the student is built: ``init`` names a builder of :mod:`kdkit.students` (``teacher_layers``, ``config``,
     ``pretrained``, ``bilstm``, ...), which says which of ``layers``, ``model`` and ``overrides`` it reads.
@@ -189,7 +220,8 @@ class StudentConfig(_Strict):
 
     ``layers``: at most 256 indices, each 0..4095; ``overrides`` are checked against the model's own rules when it
     is built (positive sizes, heads dividing the width, ...). ``embedding`` compresses the built student's word
-    embedding into low-rank blocks (:class:`EmbeddingConfig`).
+    embedding into low-rank blocks (:class:`EmbeddingConfig`); ``adaptive`` trains it as a DynaBERT model of
+    width/depth sub-networks (:class:`AdaptiveConfig`).
     """
 
     init: str = "teacher_layers"
@@ -197,6 +229,7 @@ class StudentConfig(_Strict):
     model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     embedding: EmbeddingConfig | None = None
+    adaptive: AdaptiveConfig | None = None
 
     @field_validator("init")
     @classmethod
@@ -252,11 +285,13 @@ class StageConfig(_Strict):
 
     ``name`` labels the stage in the report (default: its index); ``losses`` replace the recipe's ``losses`` for
     this stage (left out: the recipe's); ``training`` holds ``training`` keys that change for this stage (epochs,
-    learning_rate, ...), the rest are the recipe's. At most 16 stages."""
+    learning_rate, ...), the rest are the recipe's; ``adaptive`` replaces ``student.adaptive`` for this stage
+    (DynaBERT's width stage, then its depth stage; a stage after the first never rewires). At most 16 stages."""
 
     name: str | None = Field(None, min_length=1, max_length=64)
     losses: list[terms.LossConfig] | None = Field(None, min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
+    adaptive: AdaptiveConfig | None = None
 
 
 class Recipe(_Strict):
@@ -270,6 +305,7 @@ class Recipe(_Strict):
     """
 
     supports_stages: ClassVar[bool] = False  # the tasks whose exported student loads as a pretrained one set it
+    supports_adaptive: ClassVar[bool] = False  # the tasks that train and export DynaBERT sub-networks set it
 
     name: str = Field("distill", min_length=1, max_length=128)  # names the run's folder
     task: str = "classification"
@@ -291,6 +327,28 @@ class Recipe(_Strict):
                 and data["stages"] and all(isinstance(st, dict) and "losses" in st for st in data["stages"]):
             return {**data, "losses": data["stages"][0]["losses"]}
         return data
+
+    @model_validator(mode="after")
+    def _adaptive_valid(self) -> "Recipe":
+        staged = [i for i, stage in enumerate(self.stages or []) if stage.adaptive is not None]
+        if self.student_adaptive() is None and not staged:
+            return self
+        where = "student.adaptive" if self.student_adaptive() is not None else f"stages[{staged[0]}].adaptive"
+        if not self.supports_adaptive:
+            raise ConfigError(f"recipe key '{where}': the {self.task} task has no width/depth-adaptive students")
+        if self.generations is not None:
+            raise ConfigError(f"recipe keys '{where}' and 'generations' do not go together: give one of them")
+        if self.student.embedding is not None:
+            raise ConfigError(f"recipe keys '{where}' and 'student.embedding' do not go together: compress the "
+                              f"embedding of an exported sub-network in a run of its own")
+        for key, entries in [("losses", self.losses)] + [(f"stages[{i}].losses", stage.losses)
+                                                          for i, stage in enumerate(self.stages or [])]:
+            for i, term in enumerate(entries or []):
+                if terms.term_class(term.name).reads_attention:
+                    raise ConfigError(f"recipe key '{key}[{i}]': '{term.name}' compares attention maps, which a "
+                                      f"narrower sub-network ({where}) has fewer heads for; use logit, hidden-state "
+                                      f"or relation losses")
+        return self
 
     @model_validator(mode="after")
     def _stages_valid(self) -> "Recipe":
@@ -346,6 +404,10 @@ class Recipe(_Strict):
                                       f"'{self.student.init}' student (student.init) has none; use logit, "
                                       f"hidden-state, relation or universal_kd losses")
         return self
+
+    def student_adaptive(self) -> AdaptiveConfig | None:
+        """``student.adaptive``, or None (also for tasks whose student section has no such key)."""
+        return getattr(self.student, "adaptive", None)
 
     def student_needs_teacher(self) -> bool:
         return students.builder(self.student.init).needs_teacher(self.student)

@@ -20,6 +20,7 @@ keys in :data:`RESUME_SAFE_KEYS` may differ) and the training split must match t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -215,6 +216,42 @@ class TrainerTask(Task):
             variants["int8"] = {**entry, "params": count_parameters(prep.student), "size_mb": state_bytes(model) / 1e6}
         return variants
 
+    def sub_networks(self, prep: Prepared, out: Path, full: dict) -> list[dict]:
+        """``student.adaptive``: every sub-network but the full one exported to ``<out>/sub-networks/width-<w>-
+        depth-<d>`` (:func:`kdkit.students.adaptive.export_sub_network`), loaded back from there and evaluated as
+        the student is; the grid's entries, the full network's (``full``, the run's student) first. Empty without
+        ``student.adaptive``."""
+        adaptive = prep.recipe.student_adaptive()
+        if adaptive is None:
+            return []
+        from transformers import AutoModelForSequenceClassification
+
+        from kdkit.students.adaptive import export_sub_network, kept_layers, width_sizes
+
+        n_layers = prep.student.config.num_hidden_layers
+        evaluation = prep.recipe.evaluation
+        # the validation split's metrics too: a budget pick (kdkit pick) chooses on them, never on the test split
+        on_validation = dataclasses.replace(prep, recipe=prep.recipe.model_copy(update={
+            "evaluation": evaluation.model_copy(update={"split": "validation", "latency_batch_sizes": [1],
+                                                        "latency_repeats": 1})}))
+        entries = []
+        for width, depth in adaptive.sub_networks():
+            heads, neurons = width_sizes(prep.student, width)
+            name = f"sub-network width {width:g} × depth {depth:g}"
+            shape = {"width": width, "depth": depth, "heads": heads, "neurons": neurons,
+                     "layers": kept_layers(n_layers, depth)}
+            if (width, depth) == (1.0, 1.0):
+                model, folder, entry = prep.student, out / "student", full
+            else:
+                folder = export_sub_network(prep.student, width, depth, out / "sub-networks" /
+                                            f"width-{width:g}-depth-{depth:g}", prep.tokenizer)
+                model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+                model.to(next(prep.student.parameters()).device)
+                entry = self.evaluate_student(prep, model, name)
+            validation = self.evaluate_student(on_validation, model, name)["metrics"]
+            entries.append({**entry, **shape, "validation": validation, "dir": str(folder)})
+        return entries
+
     def _evaluate_before(self, prep: Prepared, out: Path) -> None:
         """``evaluation.before``: the student as built, evaluated once before training into ``before.json`` (a
         resumed run keeps the one its first start measured)."""
@@ -267,8 +304,18 @@ class TrainerTask(Task):
                              seed=recipe.training.seed)
         check_max_length(recipe, student, "student")
         check_layer_maps(recipe, teacher, student)
-        module = DistillationModule(student, build_terms(recipe.losses, teacher, student),
-                                    forward=self.module_forward(recipe))
+        terms = build_terms(recipe.losses, teacher, student)
+        adaptive = recipe.student_adaptive()
+        if adaptive is not None:
+            from kdkit.engine.adaptive import AdaptiveDistillationModule
+            from kdkit.students.adaptive import width_sizes
+
+            for width in adaptive.widths:  # a model that has no BERT layers fails here, in one line
+                width_sizes(student, width)
+            module = AdaptiveDistillationModule(student, terms, adaptive.sub_networks(),
+                                                forward=self.module_forward(recipe))
+        else:
+            module = DistillationModule(student, terms, forward=self.module_forward(recipe))
         return Prepared(recipe, data, tokenizer, teacher_tokenizer if teacher is not None else tokenizer, teacher,
                         student, module)
 
@@ -296,8 +343,34 @@ class TrainerTask(Task):
         splits = self.tokenize(prep)
         if recipe.student.embedding is not None and recipe.student.embedding.method == "differentiable":
             self.compress_by_gates(prep, splits["train"])
+        if recipe.student_adaptive() is not None and recipe.student_adaptive().rewire:
+            self.rewire_student(prep, splits["train"])
         self.setup_terms(prep, splits)
         return prep, splits, teacher_path
+
+    def _supervised_module(self, prep: Prepared) -> DistillationModule:
+        """The student with the task's supervised loss alone (``ce``, ``nll``): a loss on gold targets to score
+        the student's parts by."""
+        config = config_class(self.supervised_loss)(name=self.supervised_loss)
+        return DistillationModule(prep.student, build_terms([config], None, prep.student),
+                                  forward=self.module_forward(prep.recipe))
+
+    def rewire_student(self, prep: Prepared, train) -> None:
+        """``student.adaptive.rewire``: DynaBERT's importance of every head and FFN neuron (the gradient of the
+        supervised loss on ``importance_examples`` training examples, drawn with ``data.seed``), then the student's
+        heads and neurons reordered by it (:mod:`kdkit.students.adaptive`); the full network's function is kept."""
+        from torch.utils.data import DataLoader
+
+        from kdkit.students.adaptive import head_neuron_importance, rewire
+
+        recipe = prep.recipe
+        n = min(recipe.student_adaptive().importance_examples, len(train))
+        subset = train.shuffle(seed=recipe.data.seed).select(range(n))
+        loader = DataLoader(subset, batch_size=recipe.training.batch_size, collate_fn=self.collator(prep))
+        module = self._supervised_module(prep)
+        heads, neurons = head_neuron_importance(prep.student, loader, lambda model, batch: module(batch)[0])
+        rewire(prep.student, heads, neurons)
+        print(f"[kdkit] student rewired by DynaBERT importance over {n} training examples")
 
     def compress_by_gates(self, prep: Prepared, train) -> None:
         """``student.embedding.method: differentiable``: train per-word gates on the student with the task's
@@ -307,9 +380,7 @@ class TrainerTask(Task):
         from kdkit.students.embedding import frequency_scores, gate_scores
 
         recipe, cfg = prep.recipe, prep.recipe.student.embedding
-        config = config_class(self.supervised_loss)(name=self.supervised_loss)
-        module = DistillationModule(prep.student, build_terms([config], None, prep.student),
-                                    forward=self.module_forward(recipe))
+        module = self._supervised_module(prep)
         loader = DataLoader(train, batch_size=recipe.training.batch_size, shuffle=True,
                             collate_fn=self.collator(prep),
                             generator=torch.Generator().manual_seed(recipe.training.seed))
@@ -381,6 +452,10 @@ class TrainerTask(Task):
         (out / "metrics.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         results = self.evaluate(prep)
         variants = self.student_variants(prep, out)
+        grid = self.sub_networks(prep, out, results["student"])
+        if grid:
+            results["sub_networks"] = grid
+            variants |= {f"width {e['width']:g} × depth {e['depth']:g}": e for e in grid[1:]}
         if variants:
             results["variants"] = variants
             if "int8" in variants:  # the float student's size beside the int8 copy's
@@ -391,6 +466,13 @@ class TrainerTask(Task):
         report = {"task": self.name, "primary_metric": self.primary_metric, **results,
                   "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
         write_report(out, report)
+        if grid:
+            from kdkit.report.sub_networks import FIGURE, plot_grid, render_grid
+
+            plot_grid(grid, self.primary_metric, out / FIGURE, title=f"{recipe.name}: sub-networks")
+            with open(out / "report.md", "a") as md:
+                md.write(f"\n## Sub-networks (width × depth)\n\n{render_grid(grid, self.primary_metric)}\n"
+                         f"![sub-networks]({FIGURE})\n")
         write_model_card(student_dir, results=report, recipe=recipe.model_dump(mode="json"), task=self.name,
                          pipeline_tag=self.pipeline_tag)
         return report

@@ -49,8 +49,11 @@ def stage_recipes(recipe: Recipe, *, as_built: bool = False) -> list[Recipe]:
                 "training": recipe.stage_training(i).model_dump(mode="json")}
         if stage.losses is not None:
             data["losses"] = [loss.model_dump(mode="json") for loss in stage.losses]
+        adaptive = stage.adaptive if stage.adaptive is not None else recipe.student_adaptive()
         if i and not as_built:
             data["student"] = {"init": "pretrained", "model": str(out / f"stage-{i - 1}" / "student")}
+        if adaptive is not None:  # a later stage's student is the earlier stage's, already rewired
+            data["student"]["adaptive"] = {**adaptive.model_dump(mode="json"), **({"rewire": False} if i else {})}
         recipes.append(_named(i, recipe, lambda: parse_recipe(data)))
     return recipes
 

@@ -154,9 +154,9 @@ class DistillationModule(nn.Module):
     def student_forward(self, batch: dict) -> Representations:
         return self._forward(self._capture, batch)
 
-    def forward(self, batch: dict, teacher: Representations | None = None,
-                step_units: dict[str, torch.Tensor] | None = None):
-        student = self.student_forward(batch)
+    def weighted(self, student: Representations, teacher: Representations | None, batch: dict,
+                 step_units: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(Σ wᵢ·sᵢ·termᵢ, {name: termᵢ})`` for the student's representations on ``batch``."""
         values = {term.name: term(student, teacher, batch) for term in self.terms}
         if step_units is None:
             total = sum(term.weight * values[term.name] for term in self.terms)
@@ -164,6 +164,12 @@ class DistillationModule(nn.Module):
             # the share is computed before it multiplies, so it is exactly 1.0 when the batch is the whole step
             share = {unit: count_units(unit, batch) / step_units[unit] for unit in self.units}
             total = sum(term.weight * share[term.unit] * values[term.name] for term in self.terms)
+        return total, values
+
+    def forward(self, batch: dict, teacher: Representations | None = None,
+                step_units: dict[str, torch.Tensor] | None = None):
+        student = self.student_forward(batch)
+        total, values = self.weighted(student, teacher, batch, step_units)
         return total, values, student.logits
 
 

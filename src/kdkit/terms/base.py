@@ -345,8 +345,14 @@ class PairedTerm(Term):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.projection is None else self.projection(x)
 
+    def present_pairs(self, student: Representations) -> list[tuple[int, int]]:
+        """The pairs whose student layer the student computed: all of them, except in a depth-reduced DynaBERT
+        sub-network, whose dropped blocks leave ``None`` (:mod:`kdkit.engine.adaptive`)."""
+        states = student.hidden_states
+        return self.pairs if states is None else [(t, s) for t, s in self.pairs if states[s] is not None]
+
     def forward(self, student, teacher, batch):
-        values = [self.pair_loss(student, teacher, batch, t, s) for t, s in self.pairs]
+        values = [self.pair_loss(student, teacher, batch, t, s) for t, s in self.present_pairs(student)]
         return torch.stack(values).mean()
 
     def pair_loss(self, student, teacher, batch, t_layer: int, s_layer: int) -> torch.Tensor:

@@ -60,8 +60,9 @@ class PKDTerm(PairedTerm):
         self.student_needs = self.teacher_needs = Needs(hidden_states=True)
 
     def forward(self, student, teacher, batch):
-        s = torch.stack([self.project(student.pooled(s_l, self.pooling)) for _, s_l in self.pairs], dim=1)
-        t = torch.stack([teacher.pooled(t_l, self.pooling) for t_l, _ in self.pairs], dim=1)
+        pairs = self.present_pairs(student)
+        s = torch.stack([self.project(student.pooled(s_l, self.pooling)) for _, s_l in pairs], dim=1)
+        t = torch.stack([teacher.pooled(t_l, self.pooling) for t_l, _ in pairs], dim=1)
         return losses.pkd_loss(s, t)
 
     def cache_request(self):

@@ -76,7 +76,7 @@ class LayerRelationTerm(_RelationTerm):
 
     def __init__(self, cfg: RelationLoss, teacher, student):
         super().__init__(cfg, teacher, student)
-        needed = 3 if cfg.name == "ltr_angle" else 2
+        self.needed = needed = 3 if cfg.name == "ltr_angle" else 2
         if len(self.pairs) < needed:
             raise ConfigError(f"loss '{cfg.name}' relates at least {needed} aligned layers, but layer_map "
                               f"'{cfg.layer_map}' pairs {len(self.pairs)}: {self.pairs}")
@@ -84,6 +84,9 @@ class LayerRelationTerm(_RelationTerm):
         self.normaliser = cfg.normaliser
 
     def forward(self, student, teacher, batch):
-        s = torch.stack([student.hidden_states[s_l] for _, s_l in self.pairs], dim=1)
-        t = torch.stack([teacher.hidden_states[t_l] for t_l, _ in self.pairs], dim=1)
+        pairs = self.present_pairs(student)
+        if len(pairs) < self.needed:  # a depth-reduced sub-network keeps too few of the mapped layers to relate
+            return student.hidden_states[0].sum() * 0
+        s = torch.stack([student.hidden_states[s_l] for _, s_l in pairs], dim=1)
+        t = torch.stack([teacher.hidden_states[t_l] for t_l, _ in pairs], dim=1)
         return self.fn(s, t, mask=batch["attention_mask"], normaliser=self.normaliser)

@@ -124,6 +124,7 @@ class ClassificationTeacherConfig(TeacherConfig):
 
 class ClassificationRecipe(Recipe):
     supports_stages = True  # the exported student loads back as a pretrained one (stage after stage)
+    supports_adaptive = True  # BERT students train as DynaBERT sub-networks, exported and evaluated
     task: str = "classification"
     data: ClassificationDataConfig
     teacher: ClassificationTeacherConfig | None = None

@@ -1,0 +1,62 @@
+"""Training a width- and depth-adaptive student (DynaBERT, Hou et al. NeurIPS 2020): every optimiser step runs the
+recipe's losses on each sub-network (``student.adaptive``: widths × depths) and sums them, as DynaBERT accumulates
+the gradients of all widths (width stage) or of all widths at every depth (depth stage) before one update.
+
+A sub-network that drops layers exposes its hidden states at the indices the full network gives them (block l's
+output at index l), the dropped blocks' entries ``None``; layer-paired losses skip the pairs whose student layer the
+sub-network lacks, so a kept block is matched with the teacher's block of the same index, as in DynaBERT.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdkit.capture import Representations
+from kdkit.engine.trainer import DistillationModule
+from kdkit.students.adaptive import kept_layers, sub_network
+from kdkit.terms import Term
+
+
+def full_index(reps: Representations, kept: list[int], n_layers: int) -> Representations:
+    """``reps`` of a sub-network keeping blocks ``kept`` (of ``n_layers``) with its hidden states and attentions
+    placed at the full network's indices, ``None`` where a block was dropped."""
+    if len(kept) == n_layers:
+        return reps
+    if reps.hidden_states is not None:
+        hidden: list = [reps.hidden_states[0]] + [None] * n_layers
+        for j, block in enumerate(kept):
+            hidden[block + 1] = reps.hidden_states[j + 1]
+        reps.hidden_states = tuple(hidden)
+    if reps.attentions is not None:
+        attentions: list = [None] * n_layers
+        for j, block in enumerate(kept):
+            attentions[block] = reps.attentions[j]
+        reps.attentions = tuple(attentions)
+    return reps
+
+
+class AdaptiveDistillationModule(DistillationModule):
+    """:class:`~kdkit.engine.trainer.DistillationModule` over every sub-network of ``sub_networks`` ((width, depth)
+    pairs, the full network first): the total is the sum of each sub-network's weighted terms; each term's logged
+    value is its mean over the sub-networks; the logits returned are the full network's."""
+
+    def __init__(self, student: torch.nn.Module, terms: list[Term], sub_networks: list[tuple[float, float]],
+                 forward=None):
+        super().__init__(student, terms, **({} if forward is None else {"forward": forward}))
+        self.sub_networks = list(sub_networks)
+        self.n_layers = student.config.num_hidden_layers
+
+    def forward(self, batch: dict, teacher: Representations | None = None,
+                step_units: dict[str, torch.Tensor] | None = None):
+        total, sums, logits = 0.0, {}, None
+        for width, depth in self.sub_networks:
+            with sub_network(self.student, width, depth):
+                student = self.student_forward(batch)
+            student = full_index(student, kept_layers(self.n_layers, depth), self.n_layers)
+            part, values = self.weighted(student, teacher, batch, step_units)
+            total = total + part
+            for name, value in values.items():
+                sums[name] = sums[name] + value if name in sums else value
+            if logits is None:
+                logits = student.logits
+        return total, {name: value / len(self.sub_networks) for name, value in sums.items()}, logits
