@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdkit.report.results import metric_header, show_metric
+from kdkit.report.results import PLAIN, metric_header, show_metric
 
 FIGURE = "sub_networks.png"
 
@@ -33,34 +33,118 @@ def render_grid(entries: list[dict], primary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _heatmap(ax, widths: list[float], depths: list[float], cell, title: str, cmap: str = "viridis"):
+    """One grid panel: ``cell(w, d)`` gives ``(value or None, label)``."""
+    import numpy as np
+
+    values = np.full((len(widths), len(depths)), np.nan)
+    labels = {}
+    for i, w in enumerate(widths):
+        for j, d in enumerate(depths):
+            value, labels[i, j] = cell(w, d)
+            if value is not None:
+                values[i, j] = value
+    image = ax.imshow(values, cmap=cmap, aspect="auto")
+    middle = np.nanmean(values) if np.isfinite(values).any() else 0.0
+    for (i, j), label in labels.items():
+        dark = cmap == "viridis" and (np.isnan(values[i, j]) or values[i, j] < middle)
+        ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_yticks(range(len(widths)), [f"{w:g}" for w in widths])
+    ax.set_xlabel("depth multiplier")
+    ax.set_ylabel("width multiplier")
+    ax.set_title(title, fontsize=9)
+    return image
+
+
 def plot_grid(entries: list[dict], primary: str, path: Path, title: str = "") -> Path:
     """The grid as a heatmap of the primary metric, each cell annotated with it and the parameters (M)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     widths, depths, at = _axes(entries)
-    values = np.full((len(widths), len(depths)), np.nan)
-    for i, w in enumerate(widths):
-        for j, d in enumerate(depths):
-            if (w, d) in at and at[w, d]["metrics"].get(primary) is not None:
-                values[i, j] = at[w, d]["metrics"][primary]
+
+    scale = 1 if primary in PLAIN else 100  # the colour bar in the unit the labels show
+
+    def cell(w, d):
+        if (w, d) not in at:
+            return None, "—"
+        value = at[w, d]["metrics"].get(primary)
+        return (None if value is None else scale * value), f"{show_metric(primary, value)}\n" \
+                                                           f"{at[w, d]['params'] / 1e6:.1f}M"
+
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(depths), 1.2 + 0.8 * len(widths)))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
-    for i, w in enumerate(widths):
-        for j, d in enumerate(depths):
-            if (w, d) in at:
-                ax.text(j, i, f"{show_metric(primary, at[w, d]['metrics'].get(primary))}\n"
-                              f"{at[w, d]['params'] / 1e6:.1f}M", ha="center", va="center", fontsize=8,
-                        color="white" if np.isnan(values[i, j]) or values[i, j] < np.nanmean(values) else "black")
-    ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
-    ax.set_yticks(range(len(widths)), [f"{w:g}" for w in widths])
-    ax.set_xlabel("depth multiplier")
-    ax.set_ylabel("width multiplier")
-    ax.set_title(title or metric_header(primary), fontsize=9)
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(_heatmap(ax, widths, depths, cell, title or metric_header(primary)), ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
+    """Every student run of a comparison (``kdkit compare``'s leaderboard) whose reports hold sub-networks: its
+    seeds' grids, in the board's order."""
+    import json
+
+    runs = {}
+    for row in board["rows"]:
+        if row["role"] != "student" or row.get("variant"):
+            continue
+        reports = [json.loads((Path(folder) / "report.json").read_text()) for folder in row.get("dirs", [])]
+        if reports and all(r.get("sub_networks") for r in reports):
+            runs[row["run"]] = [r["sub_networks"] for r in reports]
+    return runs
+
+
+def compare_grid_figure(board: dict, path: Path) -> Path | None:
+    """One heatmap per run of the sub-networks' mean primary metric over seeds (± the sample std), and, after the
+    first run, each other run's difference from it in points; None when no run has sub-networks."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = seed_grids(board)
+    if not runs:
+        return None
+    primary = board.get("primary_metric", "accuracy")
+    stats = {}
+    for name, grids in runs.items():
+        cells: dict[tuple[float, float], list[float]] = {}
+        for grid in grids:
+            for e in grid:
+                cells.setdefault((e["width"], e["depth"]), []).append(100 * e["metrics"][primary])
+        stats[name] = {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                       for k, v in cells.items()}
+    widths, depths, _ = _axes(next(iter(runs.values()))[0])
+    names = list(stats)
+    panels = [(name, None) for name in names] + [(name, names[0]) for name in names[1:]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (1.8 + 1.4 * len(depths)),
+                                                      1.4 + 0.8 * len(widths)), squeeze=False)
+    for ax, (name, base) in zip(axes[0], panels):
+        if base is None:
+            def cell(w, d, s=stats[name]):
+                if (w, d) not in s:
+                    return None, "—"
+                mean, std, n = s[w, d]
+                return mean, f"{mean:.2f}\n± {std:.2f}" if n > 1 else f"{mean:.2f}"
+            seeds = max(n for _, _, n in stats[name].values())
+            image = _heatmap(ax, widths, depths, cell, f"{name}: {primary} (%), {seeds} seed(s)")
+        else:
+            def cell(w, d, s=stats[name], b=stats[base]):
+                if (w, d) not in s or (w, d) not in b:
+                    return None, "—"
+                delta = s[w, d][0] - b[w, d][0]
+                return delta, f"{delta:+.2f}"
+            image = _heatmap(ax, widths, depths, cell, f"{name} − {base} (points)", cmap="RdBu")
+            # twice the largest difference: the colours stay light enough for the black labels
+            limit = 2 * max([abs(s) for s in image.get_array().compressed()] + [0.5])
+            image.set_clim(-limit, limit)
+        fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

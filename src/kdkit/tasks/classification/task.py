@@ -342,6 +342,13 @@ class ClassificationTask(TrainerTask):
                                                              in per_example.items()}}) + "\n")
         return results
 
+    def compare_figures(self, board, out):
+        from kdkit.report.sub_networks import compare_grid_figure
+
+        path = compare_grid_figure(board, out / "sub_networks.png")
+        return [] if path is None else [("DynaBERT sub-networks, mean over seeds; each run's difference from the "
+                                         "first", path)]
+
     def evaluate_student(self, prep, model, name):
         recipe = prep.recipe
         with torch.inference_mode():

@@ -1,0 +1,57 @@
+"""The DynaBERT grid: its table, its pick within a budget and the comparison's heatmaps (kdkit.report.sub_networks)."""
+
+import json
+
+import pytest
+
+from kdkit.report.sub_networks import compare_grid_figure, pick, render_grid, seed_grids
+
+
+def _entry(width, depth, accuracy, validation, params, latency_s=0.01):
+    return {"width": width, "depth": depth, "params": params, "metrics": {"accuracy": accuracy},
+            "validation": {"accuracy": validation}, "latency": {"1": {"median_s": latency_s}}}
+
+
+GRID = [_entry(1.0, 1.0, 0.80, 0.81, 1_000_000, 0.020), _entry(0.5, 1.0, 0.78, 0.70, 600_000, 0.012),
+        _entry(1.0, 0.5, 0.60, 0.79, 550_000, 0.011), _entry(0.5, 0.5, 0.75, 0.79, 300_000, 0.006)]
+
+
+def test_grid_table_rows_are_widths_and_columns_depths():
+    lines = render_grid(GRID, "accuracy").splitlines()
+    assert lines[0] == "| width \\ depth (accuracy (%), params M) | 1 | 0.5 |"
+    assert lines[2] == "| 1 | 80.00 (1.00) | 60.00 (0.55) |"
+    assert lines[3] == "| 0.5 | 78.00 (0.60) | 75.00 (0.30) |"
+
+
+def test_pick_chooses_on_validation_within_the_budget_the_smaller_on_a_tie():
+    assert pick(GRID, "accuracy")["params"] == 1_000_000
+    # within 600k: test accuracy would choose width 0.5 × depth 1 (78%); validation prefers the 0.79s, smaller wins
+    assert pick(GRID, "accuracy", max_params=600_000)["params"] == 300_000
+    assert pick(GRID, "accuracy", max_latency_ms=11.5)["params"] == 300_000
+    assert pick(GRID, "accuracy", max_params=700_000, max_latency_ms=12.5)["params"] == 300_000
+    assert pick(GRID, "accuracy", max_params=100) is None
+
+
+def test_compare_figure_averages_seeds_and_skips_runs_without_grids(tmp_path):
+    rows = []
+    for run, shift in (("kd", 0.0), ("ckd", 0.02)):
+        dirs = []
+        for seed in (0, 1):
+            folder = tmp_path / run / f"seed-{seed}"
+            folder.mkdir(parents=True)
+            grid = [{**e, "metrics": {"accuracy": e["metrics"]["accuracy"] + shift + 0.01 * seed}} for e in GRID]
+            (folder / "report.json").write_text(json.dumps({"sub_networks": grid}))
+            dirs.append(str(folder))
+        rows.append({"role": "student", "run": run, "dirs": dirs})
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "report.json").write_text(json.dumps({"student": {}}))
+    rows.append({"role": "student", "run": "plain", "dirs": [str(plain)]})
+    board = {"primary_metric": "accuracy", "rows": rows}
+    grids = seed_grids(board)
+    assert list(grids) == ["kd", "ckd"] and len(grids["ckd"]) == 2
+    assert grids["ckd"][1][0]["metrics"]["accuracy"] == pytest.approx(0.83)
+    path = compare_grid_figure(board, tmp_path / "grid.png")
+    assert path.stat().st_size > 0
+    assert compare_grid_figure({"rows": rows[2:]}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
