@@ -70,7 +70,8 @@ def test_staged_dynabert_rewires_once(dyna):
     """DynaBERT's width stage then depth stage: each stage's own adaptive section; the later stage never rewires."""
     dyna["student"]["adaptive"] = {"widths": [1.0, 0.5]}
     dyna["stages"] = [{"name": "width"}, {"name": "depth", "adaptive": {"widths": [1.0, 0.5], "depths": [1.0, 0.5]}}]
-    width, depth = stage_recipes(parse_recipe(dyna))
+    recipe = parse_recipe(dyna)
+    width, depth = stage_recipes(recipe)
     assert width.student.adaptive.depths == [1.0] and width.student.adaptive.rewire is True
     assert depth.student.init == "pretrained" and depth.student.adaptive.depths == [1.0, 0.5]
     assert depth.student.adaptive.rewire is False
@@ -164,3 +165,17 @@ def test_pick_refuses_a_run_without_sub_networks(tmp_path, capsys):
     assert code == 2 and "has no sub-networks" in err
     code, _, err = run_cli(["pick", str(Path(tmp_path) / "nowhere"), "--params", "5"], capsys)
     assert code == 2 and "no report.json here" in err
+
+
+def test_staged_dynabert_reports_the_last_stages_grid(dyna, tmp_path):
+    dyna["student"]["adaptive"] = {"widths": [1.0, 0.5], "importance_examples": 16}
+    dyna["training"].update(max_steps=2)
+    dyna["stages"] = [{"name": "width"}, {"name": "depth", "adaptive": {"widths": [1.0, 0.5], "depths": [1.0, 0.5]}}]
+    report = api.distill(dyna)
+    assert [(e["width"], e["depth"]) for e in report["sub_networks"]] == [(1.0, 1.0), (0.5, 1.0), (1.0, 0.5),
+                                                                          (0.5, 0.5)]
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert md.index("## Stages") < md.index("## Sub-networks (width × depth)")
+    assert (tmp_path / "run" / "sub_networks.png").stat().st_size > 0
+    width_stage = json.loads((tmp_path / "run" / "stage-0" / "report.json").read_text())
+    assert [(e["width"], e["depth"]) for e in width_stage["sub_networks"]] == [(1.0, 1.0), (0.5, 1.0)]

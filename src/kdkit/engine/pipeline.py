@@ -467,12 +467,9 @@ class TrainerTask(Task):
                   "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
         write_report(out, report)
         if grid:
-            from kdkit.report.sub_networks import FIGURE, plot_grid, render_grid
+            from kdkit.report.sub_networks import append_grid
 
-            plot_grid(grid, self.primary_metric, out / FIGURE, title=f"{recipe.name}: sub-networks")
-            with open(out / "report.md", "a") as md:
-                md.write(f"\n## Sub-networks (width × depth)\n\n{render_grid(grid, self.primary_metric)}\n"
-                         f"![sub-networks]({FIGURE})\n")
+            append_grid(out, grid, self.primary_metric, f"{recipe.name}: sub-networks")
         write_model_card(student_dir, results=report, recipe=recipe.model_dump(mode="json"), task=self.name,
                          pipeline_tag=self.pipeline_tag)
         return report

@@ -95,4 +95,8 @@ def distill_stages(recipe: Recipe, distill: Callable[..., dict], check: Callable
     write_report(out, report)
     with open(out / "report.md", "a") as md:
         md.write("\n## Stages\n\n" + render_stages(rows, primary_of(report)))
+    if report.get("sub_networks"):  # a DynaBERT recipe: the last stage's grid is the run's
+        from kdkit.report.sub_networks import append_grid
+
+        append_grid(out, report["sub_networks"], primary_of(report), f"{recipe.name}: sub-networks")
     return json.loads((out / "report.json").read_text())

@@ -83,6 +83,13 @@ def plot_grid(entries: list[dict], primary: str, path: Path, title: str = "") ->
     return path
 
 
+def append_grid(out: Path, entries: list[dict], primary: str, title: str) -> None:
+    """Add the grid to the run's ``report.md`` in ``out``: its table and ``sub_networks.png`` (drawn there)."""
+    plot_grid(entries, primary, out / FIGURE, title=title)
+    with open(out / "report.md", "a") as md:
+        md.write(f"\n## Sub-networks (width × depth)\n\n{render_grid(entries, primary)}\n![sub-networks]({FIGURE})\n")
+
+
 def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
     """Every student run of a comparison (``kdkit compare``'s leaderboard) whose reports hold sub-networks: its
     seeds' grids, in the board's order."""
