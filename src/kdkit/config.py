@@ -341,14 +341,17 @@ class Recipe(_Strict):
         if self.student.embedding is not None:
             raise ConfigError(f"recipe keys '{where}' and 'student.embedding' do not go together: compress the "
                               f"embedding of an exported sub-network in a run of its own")
-        for key, entries in [("losses", self.losses)] + [(f"stages[{i}].losses", stage.losses)
-                                                          for i, stage in enumerate(self.stages or [])]:
-            for i, term in enumerate(entries or []):
-                if terms.term_class(term.name).reads_attention:
-                    raise ConfigError(f"recipe key '{key}[{i}]': '{term.name}' compares attention maps, which a "
-                                      f"narrower sub-network ({where}) has fewer heads for; use logit, hidden-state "
-                                      f"or relation losses")
+        for key, name in self._attention_losses():
+            raise ConfigError(f"recipe key '{key}': '{name}' compares attention maps, which a narrower sub-network "
+                              f"({where}) has fewer heads for; use logit, hidden-state or relation losses")
         return self
+
+    def _attention_losses(self) -> list[tuple[str, str]]:
+        """``(recipe key, loss name)`` of every loss, the stages' included, that compares attention maps."""
+        entries = [("losses", self.losses)] + [(f"stages[{i}].losses", stage.losses)
+                                               for i, stage in enumerate(self.stages or [])]
+        return [(f"{key}[{i}]", term.name) for key, losses in entries for i, term in enumerate(losses or [])
+                if terms.term_class(term.name).reads_attention]
 
     @model_validator(mode="after")
     def _stages_valid(self) -> "Recipe":
@@ -398,11 +401,10 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _student_has_what_losses_read(self) -> "Recipe":
         if not students.builder(self.student.init).has_attention:
-            for i, term in enumerate(self.losses):
-                if terms.term_class(term.name).reads_attention:
-                    raise ConfigError(f"recipe key 'losses[{i}]': '{term.name}' compares attention, but a "
-                                      f"'{self.student.init}' student (student.init) has none; use logit, "
-                                      f"hidden-state, relation or universal_kd losses")
+            for key, name in self._attention_losses():
+                raise ConfigError(f"recipe key '{key}': '{name}' compares attention, but a '{self.student.init}' "
+                                  f"student (student.init) has none; use logit, hidden-state, relation or "
+                                  f"universal_kd losses")
         return self
 
     def student_adaptive(self) -> AdaptiveConfig | None:

@@ -4,6 +4,7 @@ the exported grid, its report and ``kdkit pick``."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,18 @@ def test_staged_dynabert_reports_the_last_stages_grid(dyna, tmp_path):
     assert (tmp_path / "run" / "sub_networks.png").stat().st_size > 0
     width_stage = json.loads((tmp_path / "run" / "stage-0" / "report.json").read_text())
     assert [(e["width"], e["depth"]) for e in width_stage["sub_networks"]] == [(1.0, 1.0), (0.5, 1.0)]
+
+
+def test_an_interrupted_dynabert_run_resumes_to_the_same_weights(dyna, tmp_path):
+    """Rewiring is redone on resume (same examples, same order) before the checkpoint's weights are loaded, so a run
+    stopped after step 2 of 4 ends with the uninterrupted run's student exactly."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    api.distill(dyna)
+    final = load_file(out / "student" / "model.safetensors")
+    (out / "report.json").unlink()
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    api.distill(dyna, resume=True)
+    resumed = load_file(out / "student" / "model.safetensors")
+    assert final.keys() == resumed.keys() and all(final[k].equal(resumed[k]) for k in final)

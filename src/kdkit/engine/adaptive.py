@@ -18,20 +18,15 @@ from kdkit.terms import Term
 
 
 def full_index(reps: Representations, kept: list[int], n_layers: int) -> Representations:
-    """``reps`` of a sub-network keeping blocks ``kept`` (of ``n_layers``) with its hidden states and attentions
-    placed at the full network's indices, ``None`` where a block was dropped."""
-    if len(kept) == n_layers:
+    """``reps`` of a sub-network keeping blocks ``kept`` (of ``n_layers``) with its hidden states placed at the full
+    network's indices, ``None`` where a block was dropped (attention maps are not compared under
+    ``student.adaptive``: the recipe refuses such losses)."""
+    if len(kept) == n_layers or reps.hidden_states is None:
         return reps
-    if reps.hidden_states is not None:
-        hidden: list = [reps.hidden_states[0]] + [None] * n_layers
-        for j, block in enumerate(kept):
-            hidden[block + 1] = reps.hidden_states[j + 1]
-        reps.hidden_states = tuple(hidden)
-    if reps.attentions is not None:
-        attentions: list = [None] * n_layers
-        for j, block in enumerate(kept):
-            attentions[block] = reps.attentions[j]
-        reps.attentions = tuple(attentions)
+    hidden: list = [reps.hidden_states[0]] + [None] * n_layers
+    for j, block in enumerate(kept):
+        hidden[block + 1] = reps.hidden_states[j + 1]
+    reps.hidden_states = tuple(hidden)
     return reps
 
 
@@ -41,8 +36,8 @@ class AdaptiveDistillationModule(DistillationModule):
     value is its mean over the sub-networks; the logits returned are the full network's."""
 
     def __init__(self, student: torch.nn.Module, terms: list[Term], sub_networks: list[tuple[float, float]],
-                 forward=None):
-        super().__init__(student, terms, **({} if forward is None else {"forward": forward}))
+                 **kwargs):
+        super().__init__(student, terms, **kwargs)
         self.sub_networks = list(sub_networks)
         self.n_layers = student.config.num_hidden_layers
 
