@@ -31,6 +31,13 @@ def attention_score_mse(
     the batch; ``"sum"`` = sum over valid pairs; ``"none"`` = each sample's mean over its own valid pairs.
     When the head counts differ, the head-averaged score maps ``mean_h S`` are compared instead.
 
+    Magnitude (docs/ckd_magnitudes.md, measured): the scores are large numbers, and on a student that starts from
+    pretrained blocks this term at the paper's weight 1 carries about 100 times the gradient of 0.5·CE, so summed
+    with the task loss in one stage it drives the encoder alone. TinyBERT never sums it with the task loss: its
+    intermediate stage trains hidden + attention MSE alone, then the prediction stage trains soft CE alone (kdkit's
+    ``stages``, recipe ``tinybert``). TinyBERT's released code averages over every entry of the padded batch and
+    sums over layers; this function averages over real (query, key) pairs and the term averages over layer pairs.
+
     Args:
         student_scores: ``(B, H_s, L, L)``.
         teacher_scores: ``(B, H_t, L, L)``.
