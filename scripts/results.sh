@@ -9,7 +9,9 @@
 # docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo) and docs/dpd_results_td3.md (DPD-TD3 vs TD3),
 # `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs),
 # `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020),
-# `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews).
+# `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews),
+# `ckd` docs/ckd_results.md (issue 16: CKD at the released code's setting, KD vs CKD on 3- and 4-layer students,
+# TinyBERT's two stages, the DynaBERT grid with KD and with CKD).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -65,6 +67,15 @@ fi
 if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Beta smoothing, born-again 1-3
   exec .venv/bin/kdkit compare experiments/compare_self_distillation_rt.yaml \
        --document docs/self_distillation_results.md --preamble experiments/self_distillation_preamble.md
+fi
+if [ "${1:-}" = ckd ]; then  # issue 16
+  for archive in experiments/cpu_runs/ckd-*.tgz experiments/cpu_runs/tinybert-rt.tgz \
+                 experiments/cpu_runs/dynabert-4k-rt.tgz; do  # the finished runs' small files: reused
+    [ -f "$archive" ] && tar -xzkf "$archive" 2>/dev/null || true
+  done
+  exec .venv/bin/kdkit compare experiments/compare_ckd_faithful_rt.yaml experiments/compare_ckd_students_rt.yaml \
+       experiments/compare_tinybert_rt.yaml experiments/compare_dynabert_4k_rt.yaml \
+       --document docs/ckd_results.md --preamble experiments/ckd_preamble.md
 fi
 if [ "${1:-}" = multimodal ]; then  # issue 19: MSD on emoji (image + text) and clothing reviews (text + tabular)
   for archive in experiments/cpu_runs/msd-*.tgz; do  # the finished runs' small files: reused, not trained again
