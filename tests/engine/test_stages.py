@@ -138,3 +138,5 @@ def test_compare_ranks_a_staged_run_by_its_last_student(staged, tmp_path):
     rows = {row["run"]: row for row in board["rows"]}
     final = json.loads((tmp_path / "cmp" / "staged" / "seed-0" / "stage-1" / "report.json").read_text())
     assert rows["staged"]["scores"] == pytest.approx([final["student"]["metrics"]["accuracy"]])
+    # the last stage's per-example scores are the run's, so the row gets a paired interval against the baseline
+    assert rows["staged"]["delta_ci"] is not None and rows["kd"]["delta_ci"] is None

@@ -14,6 +14,7 @@ built and checked before the first one trains.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any, Callable
 
 from accelerate import PartialState
@@ -21,6 +22,7 @@ from accelerate import PartialState
 from kdkit.config import Recipe, parse_recipe
 from kdkit.engine.sequence import run_in_order
 from kdkit.errors import ConfigError
+from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.report import write_report
 from kdkit.report.results import metric_header, metrics_of, primary_of, show_metric
 
@@ -93,6 +95,9 @@ def distill_stages(recipe: Recipe, distill: Callable[..., dict], check: Callable
     report = {**last, "recipe": recipe.name, "stages": rows}
     out = recipe.resolved_output_dir()
     write_report(out, report)
+    per_example = done[-1][2] / PER_QUERY  # the last student's per-example scores: compare's paired intervals
+    if per_example.is_file():
+        shutil.copyfile(per_example, out / PER_QUERY)
     with open(out / "report.md", "a") as md:
         md.write("\n## Stages\n\n" + render_stages(rows, primary_of(report)))
     if report.get("sub_networks"):  # a DynaBERT recipe: the last stage's grid is the run's
