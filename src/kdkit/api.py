@@ -172,8 +172,9 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
 
 
 def _with_figures(board: dict, out: Path) -> dict:
-    """``board`` with ``figures``: the pictures its runs' task adds (:meth:`kdkit.engine.pipeline.Task.
-    compare_figures`), written into the comparison's folder."""
+    """``board`` with ``figures`` and ``tables``: the pictures (written into the comparison's folder) and tables its
+    runs' task adds (:meth:`kdkit.engine.pipeline.Task.compare_figures`, :meth:`~kdkit.engine.pipeline.Task.
+    compare_tables`)."""
     import json
 
     from kdkit.tasks import TASKS
@@ -181,7 +182,9 @@ def _with_figures(board: dict, out: Path) -> dict:
     folders = [d for row in board["rows"] if row["role"] == "student" for d in row.get("dirs", [])]
     task = json.loads((Path(folders[0]) / "report.json").read_text()).get("task") if folders else None
     figures = TASKS[task].compare_figures(board, Path(out)) if task in TASKS else []
-    return {**board, "figures": [{"caption": caption, "path": str(path)} for caption, path in figures]}
+    tables = TASKS[task].compare_tables(board) if task in TASKS else []
+    return {**board, "figures": [{"caption": caption, "path": str(path)} for caption, path in figures],
+            "tables": [{"caption": caption, "markdown": table} for caption, table in tables]}
 
 
 def compare_document(sources: list[str | Path], document: str | Path, overrides: list[str] | None = None, *,

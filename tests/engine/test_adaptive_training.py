@@ -195,3 +195,18 @@ def test_an_interrupted_dynabert_run_resumes_to_the_same_weights(dyna, tmp_path)
     api.distill(dyna, resume=True)
     resumed = load_file(out / "student" / "model.safetensors")
     assert final.keys() == resumed.keys() and all(final[k].equal(resumed[k]) for k in final)
+
+
+def test_a_comparison_document_shows_the_grid_per_run_and_paired_differences(dyna, tmp_path):
+    dyna["training"].update(max_steps=1)
+    comparison = {"name": "dyna", "output_dir": str(tmp_path / "cmp"), "seeds": [0], "baseline": "kd",
+                  "runs": [{"name": "kd", "recipe": dyna},
+                           {"name": "mse only", "recipe": dyna, "set": ["losses=[{name: hidden_mse}]"]}]}
+    page = api.compare_document([comparison], tmp_path / "doc" / "results.md").read_text()
+    assert "![dyna: DynaBERT sub-networks, mean over seeds; each run's difference from the first]" in page
+    table = page[page.index("DynaBERT sub-networks: test accuracy per run"):].splitlines()
+    assert table[2] == ("| width | depth | params M | kd (mean ± std) | mse only (mean ± std) | mse only − kd "
+                        "(± s.e., seeds) |")
+    assert [row.split(" | ")[:2] for row in table[4:8]] == [["| 1", "1"], ["| 1", "0.5"], ["| 0.5", "1"],
+                                                              ["| 0.5", "0.5"]]
+    assert all(row.endswith("(1) |") for row in table[4:8])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kdkit.report.sub_networks import compare_grid_figure, pick, render_grid, seed_grids
+from kdkit.report.sub_networks import compare_grid_figure, compare_grid_table, pick, render_grid, seed_grids
 
 
 def _entry(width, depth, accuracy, validation, params, latency_s=0.01):
@@ -55,3 +55,25 @@ def test_compare_figure_averages_seeds_and_skips_runs_without_grids(tmp_path):
     assert path.stat().st_size > 0
     assert compare_grid_figure({"rows": rows[2:]}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_compare_table_gives_each_run_over_seeds_and_the_difference_paired_by_seed(tmp_path):
+    rows = []
+    # kd: seeds 0, 1, 2; ckd: seeds 0 and 2 only, +3, +1 points on the 1 × 1 cell; width 0.5 × depth 0.5 missing
+    for run, seeds, shifts in (("kd", (0, 1, 2), (0.0, 0.02, 0.04)), ("ckd", (0, 2), (0.03, 0.05))):
+        dirs = []
+        for seed, shift in zip(seeds, shifts):
+            folder = tmp_path / run / f"seed-{seed}"
+            folder.mkdir(parents=True)
+            grid = [{**e, "metrics": {"accuracy": e["metrics"]["accuracy"] + shift}} for e in GRID
+                    if run == "kd" or (e["width"], e["depth"]) != (0.5, 0.5)]
+            (folder / "report.json").write_text(json.dumps({"sub_networks": grid}))
+            dirs.append(str(folder))
+        rows.append({"role": "student", "run": run, "dirs": dirs, "seeds": list(seeds)})
+    lines = compare_grid_table({"primary_metric": "accuracy", "rows": rows}).splitlines()
+    assert lines[0] == "| width | depth | params M | kd (mean ± std) | ckd (mean ± std) | ckd − kd (± s.e., seeds) |"
+    # kd 80, 82, 84 → 82.00 ± 2.00; ckd 83, 85 → 84.00 ± 1.41; paired differences +3 (seed 0), +1 (seed 2):
+    # mean +2.00, std 1.414, s.e. 1.00 over 2 seeds (not 84 − 82 against unpaired spreads)
+    assert lines[2] == "| 1 | 1 | 1.00 | 82.00 ± 2.00 | 84.00 ± 1.41 | +2.00 ± 1.00 (2) |"
+    assert lines[5] == "| 0.5 | 0.5 | 0.30 | 77.00 ± 2.00 | — | — |"
+    assert compare_grid_table({"rows": rows[:0]}) is None

@@ -75,6 +75,11 @@ class Task:
         ``out``: ``(caption, path)`` each; none by default."""
         return []
 
+    def compare_tables(self, board: dict) -> list[tuple[str, str]]:
+        """Tables a comparison of this task's runs adds beside its leaderboard in a ``--document``: ``(caption,
+        markdown table)`` each; none by default."""
+        return []
+
 
 @dataclass
 class Prepared:

@@ -703,6 +703,8 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
             copy = figures / f"{_folder_name(comparison.name)}-{i + 1}.png"
             shutil.copyfile(extra["path"], copy)
             lines += [f"![{comparison.name}: {extra['caption']}]({figures.name}/{copy.name})", ""]
+        for extra in board.get("tables", []):  # the task's own tables (Task.compare_tables)
+            lines += [f"{extra['caption']}:", "", extra["markdown"].rstrip(), ""]
     lines += [_note([board for _, board in sections]), ""]
     path.write_text("\n".join(lines))
     return path

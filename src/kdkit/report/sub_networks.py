@@ -105,6 +105,63 @@ def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
     return runs
 
 
+def _seed_cells(board: dict) -> dict[str, dict[tuple[float, float], dict[int, float]]]:
+    """``{run: {(width, depth): {seed: primary metric}}}`` for every run of ``board`` with sub-networks."""
+    primary = board.get("primary_metric", "accuracy")
+    out = {}
+    rows = {row["run"]: row for row in board["rows"] if row["role"] == "student" and not row.get("variant")}
+    for name, grids in seed_grids(board).items():
+        seeds = rows[name].get("seeds") or list(range(len(grids)))
+        cells: dict[tuple[float, float], dict[int, float]] = {}
+        for seed, grid in zip(seeds, grids):
+            for e in grid:
+                cells.setdefault((e["width"], e["depth"]), {})[seed] = e["metrics"][primary]
+        out[name] = cells
+    return out
+
+
+def compare_grid_table(board: dict) -> str | None:
+    """A markdown table of every sub-network of the comparison's runs: per run the mean ± sample std over seeds (in
+    the primary metric's unit), and for each run after the first its difference from the first, paired by seed:
+    mean ± standard error of the per-seed differences (``s/√n``, over the seeds both runs have). None when no run
+    has sub-networks."""
+    import statistics
+
+    runs = _seed_cells(board)
+    if not runs:
+        return None
+    primary = board.get("primary_metric", "accuracy")
+    scale = 1 if primary in PLAIN else 100
+    names = list(runs)
+    first = names[0]
+    params = {(e["width"], e["depth"]): e["params"] for e in seed_grids(board)[first][0]}
+    widths, depths, _ = _axes(seed_grids(board)[first][0])
+
+    def spread(values: list[float], error: bool = False) -> str:
+        mean = scale * statistics.fmean(values)
+        if len(values) < 2:
+            return f"{mean:+.2f}" if error else f"{mean:.2f}"
+        std = scale * statistics.stdev(values)
+        return f"{mean:+.2f} ± {std / len(values) ** 0.5:.2f}" if error else f"{mean:.2f} ± {std:.2f}"
+
+    header = ["width", "depth", "params M", *[f"{n} (mean ± std)" for n in names],
+              *[f"{n} − {first} (± s.e., seeds)" for n in names[1:]]]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for w in widths:
+        for d in depths:
+            if (w, d) not in params:
+                continue
+            cells = [f"{w:g}", f"{d:g}", f"{params[w, d] / 1e6:.2f}"]
+            cells += [spread(list(runs[n][w, d].values())) if (w, d) in runs[n] else "—" for n in names]
+            for n in names[1:]:
+                ours, base = runs[n].get((w, d), {}), runs[first].get((w, d), {})
+                shared = [s for s in ours if s in base]
+                cells.append(f"{spread([ours[s] - base[s] for s in shared], error=True)} ({len(shared)})"
+                             if shared else "—")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def compare_grid_figure(board: dict, path: Path) -> Path | None:
     """One heatmap per run of the sub-networks' mean primary metric over seeds (± the sample std), and, after the
     first run, each other run's difference from it in points; None when no run has sub-networks."""
@@ -115,19 +172,14 @@ def compare_grid_figure(board: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = seed_grids(board)
+    runs = _seed_cells(board)
     if not runs:
         return None
     primary = board.get("primary_metric", "accuracy")
-    stats = {}
-    for name, grids in runs.items():
-        cells: dict[tuple[float, float], list[float]] = {}
-        for grid in grids:
-            for e in grid:
-                cells.setdefault((e["width"], e["depth"]), []).append(100 * e["metrics"][primary])
-        stats[name] = {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-                       for k, v in cells.items()}
-    widths, depths, _ = _axes(next(iter(runs.values()))[0])
+    stats = {name: {k: (100 * statistics.fmean(v.values()), 100 * statistics.stdev(v.values()) if len(v) > 1 else 0.0,
+                        len(v)) for k, v in cells.items()} for name, cells in runs.items()}
+    widths = sorted({w for w, _ in next(iter(runs.values()))}, reverse=True)
+    depths = sorted({d for _, d in next(iter(runs.values()))}, reverse=True)
     names = list(stats)
     panels = [(name, None) for name in names] + [(name, names[0]) for name in names[1:]]
     fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (1.8 + 1.4 * len(depths)),

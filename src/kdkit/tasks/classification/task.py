@@ -349,6 +349,13 @@ class ClassificationTask(TrainerTask):
         return [] if path is None else [("DynaBERT sub-networks, mean over seeds; each run's difference from the "
                                          "first", path)]
 
+    def compare_tables(self, board):
+        from kdkit.report.sub_networks import compare_grid_table
+
+        table = compare_grid_table(board)
+        return [] if table is None else [("DynaBERT sub-networks: test accuracy per run over seeds, and each run's "
+                                          "difference from the first paired by seed", table)]
+
     def evaluate_student(self, prep, model, name):
         recipe = prep.recipe
         with torch.inference_mode():
