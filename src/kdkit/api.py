@@ -183,6 +183,9 @@ def _with_figures(board: dict, out: Path) -> dict:
     task = json.loads((Path(folders[0]) / "report.json").read_text()).get("task") if folders else None
     figures = TASKS[task].compare_figures(board, Path(out)) if task in TASKS else []
     tables = TASKS[task].compare_tables(board) if task in TASKS else []
+    if tables and board.get("files", {}).get("md"):  # the comparison's own leaderboard.md shows them too
+        with open(board["files"]["md"], "a") as md:
+            md.writelines(f"\n{caption}:\n\n{table.rstrip()}\n" for caption, table in tables)
     return {**board, "figures": [{"caption": caption, "path": str(path)} for caption, path in figures],
             "tables": [{"caption": caption, "markdown": table} for caption, table in tables]}
 

@@ -210,3 +210,4 @@ def test_a_comparison_document_shows_the_grid_per_run_and_paired_differences(dyn
     assert [row.split(" | ")[:2] for row in table[4:8]] == [["| 1", "1"], ["| 1", "0.5"], ["| 0.5", "1"],
                                                               ["| 0.5", "0.5"]]
     assert all(row.endswith("(1) |") for row in table[4:8])
+    assert "\n".join(table[2:8]) in (tmp_path / "cmp" / "leaderboard.md").read_text()
