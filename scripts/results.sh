@@ -70,11 +70,13 @@ if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Bet
 fi
 if [ "${1:-}" = ckd ]; then  # issue 16
   for archive in experiments/cpu_runs/ckd-*.tgz experiments/cpu_runs/tinybert-rt.tgz \
+                 experiments/cpu_runs/dynabert-rt.tgz \
                  experiments/cpu_runs/dynabert-4k-rt.tgz; do  # the finished runs' small files: reused
     [ -f "$archive" ] && tar -xzkf "$archive" 2>/dev/null || true
   done
   exec .venv/bin/kdkit compare experiments/compare_ckd_faithful_rt.yaml experiments/compare_ckd_students_rt.yaml \
-       experiments/compare_tinybert_rt.yaml experiments/compare_dynabert_4k_rt.yaml \
+       experiments/compare_tinybert_rt.yaml experiments/compare_dynabert_rt.yaml \
+       experiments/compare_dynabert_4k_rt.yaml \
        --document docs/ckd_results.md --preamble experiments/ckd_preamble.md
 fi
 if [ "${1:-}" = multimodal ]; then  # issue 19: MSD on emoji (image + text) and clothing reviews (text + tabular)
