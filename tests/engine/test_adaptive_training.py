@@ -204,7 +204,8 @@ def test_a_comparison_document_shows_the_grid_per_run_and_paired_differences(dyn
                            {"name": "mse only", "recipe": dyna, "set": ["losses=[{name: hidden_mse}]"]}]}
     page = api.compare_document([comparison], tmp_path / "doc" / "results.md").read_text()
     assert "![dyna: DynaBERT sub-networks, mean over seeds; each run's difference from the first]" in page
-    table = page[page.index("DynaBERT sub-networks: test accuracy per run"):].splitlines()
+    table = page[page.index("DynaBERT sub-networks: each run's accuracy over seeds, and each run's difference from "
+                            "the first paired by seed:"):].splitlines()
     assert table[2] == ("| width | depth | params M | kd (mean ± std) | mse only (mean ± std) | mse only − kd "
                         "(± s.e., seeds) |")
     assert [row.split(" | ")[:2] for row in table[4:8]] == [["| 1", "1"], ["| 1", "0.5"], ["| 0.5", "1"],

@@ -350,11 +350,14 @@ class ClassificationTask(TrainerTask):
                                          "first", path)]
 
     def compare_tables(self, board):
-        from kdkit.report.sub_networks import compare_grid_table
+        from kdkit.report.sub_networks import compare_grid_table, seed_grids
 
         table = compare_grid_table(board)
-        return [] if table is None else [("DynaBERT sub-networks: test accuracy per run over seeds, and each run's "
-                                          "difference from the first paired by seed", table)]
+        if table is None:
+            return []
+        several = len(seed_grids(board)) > 1
+        return [("DynaBERT sub-networks: each run's accuracy over seeds" + (
+            ", and each run's difference from the first paired by seed" if several else ""), table)]
 
     def evaluate_student(self, prep, model, name):
         recipe = prep.recipe
