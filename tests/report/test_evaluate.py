@@ -47,8 +47,27 @@ def test_accuracy_matches_unpadded_one_by_one_predictions(tiny_bert, examples):
     hits = (probs.argmax(-1) == labels).int().tolist()
     correct = sum(hits)
     ece = expected_calibration_error(probs, labels)
+    top = probs.argmax(-1).bincount().max().item()
     assert result == {"accuracy": pytest.approx(correct / 13), "ece": pytest.approx(ece, abs=1e-6), "n": 13,
-                      "correct": hits}
+                      "correct": hits, "top_share": pytest.approx(top / 13)}
+
+
+def test_a_collapsed_classifier_has_top_share_one(examples):
+    class Constant(nn.Module):  # always class 1, whatever the input
+        def __init__(self):  # evaluation puts the inputs on the device of the model's parameters
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask=None):
+            return torch.tensor([[0.0, 1.0]]).expand(len(input_ids), 2)
+
+    class Alternating(Constant):  # class (first token id) % 2: both classes occur
+        def forward(self, input_ids, attention_mask=None):
+            return nn.functional.one_hot(input_ids[:, 1] % 2, 2).float()
+
+    collator = DataCollator(pad_token_id=0)
+    assert evaluate_classifier(Constant(), examples, collator, progress=False)["top_share"] == 1.0
+    assert evaluate_classifier(Alternating(), examples, collator, progress=False)["top_share"] < 1.0
 
 
 def test_empty_dataset_is_a_data_error(tiny_bert, examples):

@@ -77,3 +77,16 @@ def test_compare_table_gives_each_run_over_seeds_and_the_difference_paired_by_se
     assert lines[2] == "| 1 | 1 | 1.00 | 82.00 ± 2.00 | 84.00 ± 1.41 | +2.00 ± 1.00 (2) |"
     assert lines[5] == "| 0.5 | 0.5 | 0.30 | 77.00 ± 2.00 | — | — |"
     assert compare_grid_table({"rows": rows[:0]}) is None
+
+
+def test_collapsed_sub_networks_are_marked_in_both_tables(tmp_path):
+    grid = [{**e, "one_class": True} if (e["width"], e["depth"]) == (1.0, 0.5) else e for e in GRID]
+    assert render_grid(grid, "accuracy").splitlines()[2] == "| 1 | 80.00 (1.00) | 60.00 (0.55, one class) |"
+    rows = []
+    for run in ("kd", "ckd"):
+        folder = tmp_path / run / "seed-0"
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps({"sub_networks": grid if run == "kd" else GRID}))
+        rows.append({"role": "student", "run": run, "dirs": [str(folder)], "seeds": [0]})
+    lines = compare_grid_table({"primary_metric": "accuracy", "rows": rows}).splitlines()
+    assert lines[3] == "| 1 | 0.5 | 0.55 | 60.00 (1 one-class) | 60.00 | +0.00 (1) |"

@@ -116,3 +116,23 @@ def test_fine_tuned_teacher_stores_its_validation_curve_and_the_report_shows_it(
     last = load_recipe(tiny_recipe)
     other = TASK.finetune_teacher(last, load_data(last.data))
     assert other != path and task_module._teacher_curve(other) is None
+
+
+def test_a_student_that_gives_one_class_is_marked_and_warned_about(tiny_recipe, capsys):
+    recipe = load_recipe(tiny_recipe)
+    prep = TASK.prepare(recipe)
+    args = (prep.data, recipe.data.max_length, recipe.evaluation)
+    with torch.no_grad():  # class 1 for every input: a bias far above anything the weights add
+        prep.student.classifier.bias.copy_(torch.tensor([-100.0, 100.0]))
+    report = evaluate_pair(None, None, prep.student, prep.tokenizer, *args, names=("", "the student"))
+    assert report["student"]["one_class"] is True
+    assert "[kdkit] warning: the student gives one class to all" in capsys.readouterr().out
+
+    class AroundTheMean(torch.nn.Module):  # class 1 above the batch's mean of one pooled feature: both classes occur
+        def forward(self, pooled):
+            centred = pooled[:, :1] - pooled[:, :1].mean()
+            return torch.cat([-centred, centred], dim=1)
+
+    prep.student.classifier = AroundTheMean()
+    report = evaluate_pair(None, None, prep.student, prep.tokenizer, *args)
+    assert "one_class" not in report["student"]

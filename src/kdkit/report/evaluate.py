@@ -49,11 +49,12 @@ def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_siz
     ``dataset`` yields examples that ``collator`` turns into a batch with ``input_ids`` (B, L),
     ``attention_mask`` (B, L) and ``labels`` (B,); the model returns logits (B, C) as a tensor or ``.logits``.
     Returns ``{"accuracy": fraction in [0, 1], "ece": expected calibration error (15 equal-width bins, see
-    :mod:`kdkit.report.calibration`), "n": number of examples, "correct": 1/0 per example, in dataset order}``.
+    :mod:`kdkit.report.calibration`), "n": number of examples, "correct": 1/0 per example, in dataset order,
+    "top_share": the share of the examples given the most often predicted class (1.0: a collapsed model)}``.
     """
     if len(dataset) == 0:
         raise DataError("evaluate_classifier: the dataset to evaluate on has no examples")
-    confidences, correct = [], []
+    confidences, correct, predictions = [], [], []
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     with _inference(model) as device:
         for batch in progress_bar(loader, desc="evaluating", disable=not progress):
@@ -62,9 +63,11 @@ def evaluate_classifier(model: nn.Module, dataset, collator: Callable, batch_siz
             confidence, prediction = logits.float().softmax(-1).max(-1)
             confidences.append(confidence.cpu())
             correct.append(prediction.cpu() == batch["labels"])
+            predictions.append(prediction.cpu())
     confidences, correct = torch.cat(confidences), torch.cat(correct)
+    top = torch.cat(predictions).bincount().max().item()
     return {"accuracy": correct.sum().item() / len(correct), "ece": calibration_error(confidences, correct),
-            "n": len(correct), "correct": correct.int().tolist()}
+            "n": len(correct), "correct": correct.int().tolist(), "top_share": top / len(correct)}
 
 
 def measure_latency(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 20, warmup: int = 3) -> dict:

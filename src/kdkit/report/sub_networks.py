@@ -22,13 +22,17 @@ def _axes(entries: list[dict]) -> tuple[list[float], list[float], dict[tuple[flo
 
 def render_grid(entries: list[dict], primary: str) -> str:
     """Rows: width multipliers; columns: depth multipliers; each cell the sub-network's primary metric and its
-    parameters in millions."""
+    parameters in millions, and "one class" where it gave every example the same class (collapsed)."""
     widths, depths, at = _axes(entries)
     header = [f"width \\ depth ({metric_header(primary)}, params M)"] + [f"{d:g}" for d in depths]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+
+    def cell(e: dict) -> str:
+        return (f"{show_metric(primary, e['metrics'].get(primary))} ({e['params'] / 1e6:.2f}"
+                f"{', one class' if e.get('one_class') else ''})")
+
     for w in widths:
-        cells = [f"{w:g}"] + [f"{show_metric(primary, at[w, d]['metrics'].get(primary))} "
-                              f"({at[w, d]['params'] / 1e6:.2f})" if (w, d) in at else "—" for d in depths]
+        cells = [f"{w:g}"] + [cell(at[w, d]) if (w, d) in at else "—" for d in depths]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -105,9 +109,11 @@ def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
     return runs
 
 
-def _seed_cells(board: dict) -> dict[str, dict[tuple[float, float], dict[int, float]]]:
-    """``{run: {(width, depth): {seed: primary metric}}}`` for every run of ``board`` with sub-networks."""
+def _seed_cells(board: dict, key=None) -> dict[str, dict[tuple[float, float], dict[int, float]]]:
+    """``{run: {(width, depth): {seed: key(entry)}}}`` (default: the primary metric) for every run of ``board``
+    with sub-networks."""
     primary = board.get("primary_metric", "accuracy")
+    key = key or (lambda e: e["metrics"][primary])
     out = {}
     rows = {row["run"]: row for row in board["rows"] if row["role"] == "student" and not row.get("variant")}
     for name, grids in seed_grids(board).items():
@@ -115,7 +121,7 @@ def _seed_cells(board: dict) -> dict[str, dict[tuple[float, float], dict[int, fl
         cells: dict[tuple[float, float], dict[int, float]] = {}
         for seed, grid in zip(seeds, grids):
             for e in grid:
-                cells.setdefault((e["width"], e["depth"]), {})[seed] = e["metrics"][primary]
+                cells.setdefault((e["width"], e["depth"]), {})[seed] = key(e)
         out[name] = cells
     return out
 
@@ -123,13 +129,14 @@ def _seed_cells(board: dict) -> dict[str, dict[tuple[float, float], dict[int, fl
 def compare_grid_table(board: dict) -> str | None:
     """A markdown table of every sub-network of the comparison's runs: per run the mean ± sample std over seeds (in
     the primary metric's unit), and for each run after the first its difference from the first, paired by seed:
-    mean ± standard error of the per-seed differences (``s/√n``, over the seeds both runs have). None when no run
-    has sub-networks."""
+    mean ± standard error of the per-seed differences (``s/√n``, over the seeds both runs have); "k one-class" where
+    k seeds' sub-network gave every example the same class. None when no run has sub-networks."""
     import statistics
 
     runs = _seed_cells(board)
     if not runs:
         return None
+    collapsed = _seed_cells(board, key=lambda e: bool(e.get("one_class")))
     primary = board.get("primary_metric", "accuracy")
     scale = 1 if primary in PLAIN else 100
     names = list(runs)
@@ -152,7 +159,10 @@ def compare_grid_table(board: dict) -> str | None:
             if (w, d) not in params:
                 continue
             cells = [f"{w:g}", f"{d:g}", f"{params[w, d] / 1e6:.2f}"]
-            cells += [spread(list(runs[n][w, d].values())) if (w, d) in runs[n] else "—" for n in names]
+            for n in names:
+                one = sum(collapsed[n].get((w, d), {}).values())
+                cells.append(spread(list(runs[n][w, d].values())) + (f" ({one} one-class)" if one else "")
+                             if (w, d) in runs[n] else "—")
             for n in names[1:]:
                 ours, base = runs[n].get((w, d), {}), runs[first].get((w, d), {})
                 shared = [s for s in ours if s in base]

@@ -417,7 +417,8 @@ def _teacher_curve(path: str | None) -> str | None:
 
 def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
                  batch_size: int, scores: dict | None = None, per_example: dict | None = None) -> dict:
-    """A model's report entry; ``per_example`` (a dict) receives its per-example ``accuracy`` (1/0)."""
+    """A model's report entry; ``per_example`` (a dict) receives its per-example ``accuracy`` (1/0). A model that
+    gives every example the same class is marked ``"one_class": true`` and warned about."""
     split = tokenize({cfg.split: data.splits[cfg.split]}, tokenizer, max_length)[cfg.split]
     collator = DataCollator(tokenizer.pad_token_id)
     model.eval()
@@ -429,8 +430,13 @@ def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_leng
         batch = collator([split[i] for i in range(min(size, len(split)))])
         batch.pop("labels")
         latency[str(size)] = measure_latency(model, batch, repeats=cfg.latency_repeats)
-    return {"name": name, "params": count_parameters(model), "n": scores["n"],
-            "metrics": {"accuracy": scores["accuracy"], "ece": scores["ece"]}, "latency": latency}
+    entry = {"name": name, "params": count_parameters(model), "n": scores["n"],
+             "metrics": {"accuracy": scores["accuracy"], "ece": scores["ece"]}, "latency": latency}
+    if scores.get("top_share") == 1.0 and scores["n"] > 1 and len(data.label_names) > 1:
+        entry["one_class"] = True  # collapsed: its accuracy is only the share of the class it always gives
+        print(f"[kdkit] warning: {name} gives one class to all {scores['n']} examples of the {cfg.split} split "
+              f"(accuracy {100 * scores['accuracy']:.2f}% is that class's share): it has collapsed")
+    return entry
 
 
 def _teacher_entry(name: str, teacher, tokenizer, data: ClassificationData, max_length: int, cfg: EvaluationConfig,
