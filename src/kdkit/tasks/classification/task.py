@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -435,7 +436,7 @@ def _model_entry(name: str, model, tokenizer, data: ClassificationData, max_leng
     if scores.get("top_share") == 1.0 and scores["n"] > 1 and len(data.label_names) > 1:
         entry["one_class"] = True  # collapsed: its accuracy is only the share of the class it always gives
         print(f"[kdkit] warning: {name} gives one class to all {scores['n']} examples of the {cfg.split} split "
-              f"(accuracy {100 * scores['accuracy']:.2f}% is that class's share): it has collapsed")
+              f"(accuracy {100 * scores['accuracy']:.2f}% is that class's share): it has collapsed", file=sys.stderr)
     return entry
 
 
