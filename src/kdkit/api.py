@@ -167,11 +167,11 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
         updates = {k: v for k, v in {**fields, "seeds": seeds}.items() if v is not None}
         if updates:
             comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
-    return _with_figures(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
+    return _with_task_extras(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
                          comparison.resolved_output_dir())
 
 
-def _with_figures(board: dict, out: Path) -> dict:
+def _with_task_extras(board: dict, out: Path) -> dict:
     """``board`` with ``figures`` and ``tables``: the pictures (written into the comparison's folder) and tables its
     runs' task adds (:meth:`kdkit.engine.pipeline.Task.compare_figures`, :meth:`~kdkit.engine.pipeline.Task.
     compare_tables`)."""
@@ -202,7 +202,7 @@ def compare_document(sources: list[str | Path], document: str | Path, overrides:
     comparisons = [comparing.load_comparison(source) for source in sources]
     if seeds:
         comparisons = [comparing.parse_comparison({**c.model_dump(), "seeds": seeds}) for c in comparisons]
-    sections = [(comparison, _with_figures(comparing.compare(comparison, distill, overrides=overrides,
+    sections = [(comparison, _with_task_extras(comparing.compare(comparison, distill, overrides=overrides,
                                                              overwrite=overwrite), comparison.resolved_output_dir()))
                 for comparison in comparisons]
     return comparing.render_document(sections, Path(document), title=title, preamble=preamble)

@@ -70,12 +70,17 @@ def test_compare_table_gives_each_run_over_seeds_and_the_difference_paired_by_se
             (folder / "report.json").write_text(json.dumps({"sub_networks": grid}))
             dirs.append(str(folder))
         rows.append({"role": "student", "run": run, "dirs": dirs, "seeds": list(seeds)})
-    lines = compare_grid_table({"primary_metric": "accuracy", "rows": rows}).splitlines()
+    caption, table = compare_grid_table({"primary_metric": "accuracy", "rows": rows})
+    assert caption == ("DynaBERT sub-networks: each run's accuracy over seeds, and each run's difference from the "
+                       "first paired by seed")
+    lines = table.splitlines()
     assert lines[0] == "| width | depth | params M | kd (mean ± std) | ckd (mean ± std) | ckd − kd (± s.e., seeds) |"
     # kd 80, 82, 84 → 82.00 ± 2.00; ckd 83, 85 → 84.00 ± 1.41; paired differences +3 (seed 0), +1 (seed 2):
     # mean +2.00, std 1.414, s.e. 1.00 over 2 seeds (not 84 − 82 against unpaired spreads)
     assert lines[2] == "| 1 | 1 | 1.00 | 82.00 ± 2.00 | 84.00 ± 1.41 | +2.00 ± 1.00 (2) |"
     assert lines[5] == "| 0.5 | 0.5 | 0.30 | 77.00 ± 2.00 | — | — |"
+    assert compare_grid_table({"primary_metric": "accuracy", "rows": rows[:1]})[0] == (
+        "DynaBERT sub-networks: each run's accuracy over seeds")  # no difference to name with one run
     assert compare_grid_table({"rows": rows[:0]}) is None
 
 
@@ -88,5 +93,5 @@ def test_collapsed_sub_networks_are_marked_in_both_tables(tmp_path):
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(json.dumps({"sub_networks": grid if run == "kd" else GRID}))
         rows.append({"role": "student", "run": run, "dirs": [str(folder)], "seeds": [0]})
-    lines = compare_grid_table({"primary_metric": "accuracy", "rows": rows}).splitlines()
+    lines = compare_grid_table({"primary_metric": "accuracy", "rows": rows})[1].splitlines()
     assert lines[3] == "| 1 | 0.5 | 0.55 | 60.00 (1 one-class) | 60.00 | +0.00 (1) |"

@@ -109,14 +109,15 @@ def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
     return runs
 
 
-def _seed_cells(board: dict, key=None) -> dict[str, dict[tuple[float, float], dict[int, float]]]:
-    """``{run: {(width, depth): {seed: key(entry)}}}`` (default: the primary metric) for every run of ``board``
-    with sub-networks."""
+def _seed_cells(board: dict, grids: dict[str, list[list[dict]]], key=None
+                ) -> dict[str, dict[tuple[float, float], dict[int, float]]]:
+    """``{run: {(width, depth): {seed: key(entry)}}}`` (default: the primary metric) for every run of ``grids``
+    (:func:`seed_grids` of ``board``)."""
     primary = board.get("primary_metric", "accuracy")
     key = key or (lambda e: e["metrics"][primary])
     out = {}
     rows = {row["run"]: row for row in board["rows"] if row["role"] == "student" and not row.get("variant")}
-    for name, grids in seed_grids(board).items():
+    for name, grids in grids.items():
         seeds = rows[name].get("seeds") or list(range(len(grids)))
         cells: dict[tuple[float, float], dict[int, float]] = {}
         for seed, grid in zip(seeds, grids):
@@ -126,23 +127,24 @@ def _seed_cells(board: dict, key=None) -> dict[str, dict[tuple[float, float], di
     return out
 
 
-def compare_grid_table(board: dict) -> str | None:
-    """A markdown table of every sub-network of the comparison's runs: per run the mean ± sample std over seeds (in
-    the primary metric's unit), and for each run after the first its difference from the first, paired by seed:
-    mean ± standard error of the per-seed differences (``s/√n``, over the seeds both runs have); "k one-class" where
-    k seeds' sub-network gave every example the same class. None when no run has sub-networks."""
+def compare_grid_table(board: dict) -> tuple[str, str] | None:
+    """``(caption, markdown table)`` of every sub-network of the comparison's runs: per run the mean ± sample std
+    over seeds (in the primary metric's unit), and for each run after the first its difference from the first,
+    paired by seed: mean ± standard error of the per-seed differences (``s/√n``, over the seeds both runs have);
+    "k one-class" where k seeds' sub-network gave every example the same class. None when no run has sub-networks."""
     import statistics
 
-    runs = _seed_cells(board)
-    if not runs:
+    grids = seed_grids(board)
+    if not grids:
         return None
-    collapsed = _seed_cells(board, key=lambda e: bool(e.get("one_class")))
+    runs = _seed_cells(board, grids)
+    collapsed = _seed_cells(board, grids, key=lambda e: bool(e.get("one_class")))
     primary = board.get("primary_metric", "accuracy")
     scale = 1 if primary in PLAIN else 100
     names = list(runs)
     first = names[0]
-    params = {(e["width"], e["depth"]): e["params"] for e in seed_grids(board)[first][0]}
-    widths, depths, _ = _axes(seed_grids(board)[first][0])
+    params = {(e["width"], e["depth"]): e["params"] for e in grids[first][0]}
+    widths, depths, _ = _axes(grids[first][0])
 
     def spread(values: list[float], error: bool = False) -> str:
         mean = scale * statistics.fmean(values)
@@ -169,7 +171,9 @@ def compare_grid_table(board: dict) -> str | None:
                 cells.append(f"{spread([ours[s] - base[s] for s in shared], error=True)} ({len(shared)})"
                              if shared else "—")
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    caption = f"DynaBERT sub-networks: each run's {primary} over seeds" + (
+        ", and each run's difference from the first paired by seed" if len(names) > 1 else "")
+    return caption, "\n".join(lines) + "\n"
 
 
 def compare_grid_figure(board: dict, path: Path) -> Path | None:
@@ -182,7 +186,7 @@ def compare_grid_figure(board: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = _seed_cells(board)
+    runs = _seed_cells(board, seed_grids(board))
     if not runs:
         return None
     primary = board.get("primary_metric", "accuracy")

@@ -351,14 +351,10 @@ class ClassificationTask(TrainerTask):
                                          "first", path)]
 
     def compare_tables(self, board):
-        from kdkit.report.sub_networks import compare_grid_table, seed_grids
+        from kdkit.report.sub_networks import compare_grid_table
 
         table = compare_grid_table(board)
-        if table is None:
-            return []
-        several = len(seed_grids(board)) > 1
-        return [("DynaBERT sub-networks: each run's accuracy over seeds" + (
-            ", and each run's difference from the first paired by seed" if several else ""), table)]
+        return [] if table is None else [table]
 
     def evaluate_student(self, prep, model, name):
         recipe = prep.recipe
