@@ -14,11 +14,11 @@ from transformers import AutoModelForSequenceClassification
 
 from kdkit import api
 from kdkit.config import parse_recipe
-from kdkit.engine.adaptive import AdaptiveDistillationModule
+from kdkit.engine.adaptive import AdaptiveDistillationModule, span_ends
 from kdkit.engine.stages import stage_recipes
 from kdkit.engine.trainer import DistillationModule
 from kdkit.errors import ConfigError
-from kdkit.students.adaptive import sub_network
+from kdkit.students.adaptive import kept_layers, sub_network
 from kdkit.tasks.classification.data import DataCollator
 
 ADAPTIVE = {"widths": [1.0, 0.5], "depths": [1.0, 0.5], "importance_examples": 16}
@@ -85,6 +85,16 @@ def _batch(prep):
     return DataCollator(prep.tokenizer.pad_token_id)([split[i] for i in range(8)])
 
 
+@pytest.mark.parametrize("n_layers, depth, ends", [
+    (6, 0.5, [2, 4, 6]),  # DynaBERT's kept_layers_index[1:] for blocks 0, 2, 4
+    (6, 0.75, [1, 2, 4, 5, 6]),  # block 3 (0-based) dropped: block 2's output stands for the end of blocks 2-3
+    (12, 0.75, [1, 2, 4, 5, 6, 8, 9, 10, 12]),
+    (4, 1.0, [1, 2, 3, 4]),
+])
+def test_a_kept_block_stands_for_the_span_it_replaces(n_layers, depth, ends):
+    assert span_ends(kept_layers(n_layers, depth), n_layers) == ends
+
+
 def test_the_total_is_the_sum_over_sub_networks_and_dropped_layers_are_skipped(dyna):
     prep = prepare(parse_recipe(dyna))
     prep.student.eval()  # no dropout: the same function in every call
@@ -102,9 +112,10 @@ def test_the_total_is_the_sum_over_sub_networks_and_dropped_layers_are_skipped(d
     for width, depth in module.sub_networks:
         with sub_network(prep.student, width, depth):
             reps = plain.student_forward(batch)
-        # uniform map: pairs (1, 1) … (4, 4); at depth 0.5 blocks 1 and 3 (1-based) are kept, so the sub-network's
-        # two block outputs pair with the teacher's layers 1 and 3 and the pairs of layers 2 and 4 are skipped
-        pairs = ((1, 1), (2, 3)) if depth == 0.5 else [(i, i) for i in range(1, 5)]
+        # uniform map: pairs (1, 1) … (4, 4); at depth 0.5 blocks 1 and 3 (1-based) are kept and each stands for
+        # itself and the dropped block after it (DynaBERT's pairing), so the sub-network's two block outputs pair
+        # with the teacher's layers 2 and 4 (the last with the last) and the pairs of layers 1 and 3 are skipped
+        pairs = ((1, 2), (2, 4)) if depth == 0.5 else [(i, i) for i in range(1, 5)]
         by_hand = torch.stack([mse(reps.hidden_states[j], teacher.hidden_states[t], mask=batch["attention_mask"])
                                for j, t in pairs]).mean()
         hidden.append(by_hand)

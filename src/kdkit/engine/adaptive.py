@@ -2,9 +2,13 @@
 recipe's losses on each sub-network (``student.adaptive``: widths × depths) and sums them, as DynaBERT accumulates
 the gradients of all widths (width stage) or of all widths at every depth (depth stage) before one update.
 
-A sub-network that drops layers exposes its hidden states at the indices the full network gives them (block l's
-output at index l), the dropped blocks' entries ``None``; layer-paired losses skip the pairs whose student layer the
-sub-network lacks, so a kept block is matched with the teacher's block of the same index, as in DynaBERT.
+A sub-network that drops layers exposes its hidden states at the indices of the full network's hidden states they
+stand for, as DynaBERT's released code pairs them (``kept_layers_index``): a kept block stands for itself and the
+blocks dropped after it, so its output takes the index of the output of the last block of that span — the input
+index of the next kept block, or the network's last index for the last kept block — and the other entries are
+``None``. Layer-paired losses skip the pairs whose student entry is ``None``. With depth 0.5 of 6 blocks (blocks 0,
+2, 4 kept) the student's hidden states 0..3 (embeddings, after block 0, 2, 4) are matched with the teacher's 0, 2,
+4, 6: the sub-network's last hidden state, the one its classifier reads, with the teacher's last.
 """
 
 from __future__ import annotations
@@ -17,15 +21,22 @@ from kdkit.students.adaptive import kept_layers, sub_network
 from kdkit.terms import Term
 
 
+def span_ends(kept: list[int], n_layers: int) -> list[int]:
+    """The full network's hidden-state index each kept block's output stands for (index ``l + 1`` is block ``l``'s
+    output): the end of the span of blocks it replaces, i.e. the next kept block's input index, ``n_layers`` for the
+    last. DynaBERT's ``kept_layers_index[1:]``: ``[0, 2, 4]`` of 6 → ``[2, 4, 6]``; all kept → ``[1, ..., n]``."""
+    return [*kept[1:], n_layers]
+
+
 def full_index(reps: Representations, kept: list[int], n_layers: int) -> Representations:
-    """``reps`` of a sub-network keeping blocks ``kept`` (of ``n_layers``) with its hidden states placed at the full
-    network's indices, ``None`` where a block was dropped (attention maps are not compared under
-    ``student.adaptive``: the recipe refuses such losses)."""
+    """``reps`` of a sub-network keeping blocks ``kept`` (of ``n_layers``, block 0 among them) with its hidden
+    states placed at the full network's indices they stand for (:func:`span_ends`), ``None`` elsewhere (attention
+    maps are not compared under ``student.adaptive``: the recipe refuses such losses)."""
     if len(kept) == n_layers or reps.hidden_states is None:
         return reps
     hidden: list = [reps.hidden_states[0]] + [None] * n_layers
-    for j, block in enumerate(kept):
-        hidden[block + 1] = reps.hidden_states[j + 1]
+    for j, index in enumerate(span_ends(kept, n_layers)):
+        hidden[index] = reps.hidden_states[j + 1]
     reps.hidden_states = tuple(hidden)
     return reps
 
