@@ -50,6 +50,7 @@ def test_compare_figure_averages_seeds_and_skips_runs_without_grids(tmp_path):
     board = {"primary_metric": "accuracy", "rows": rows}
     grids = seed_grids(board)
     assert list(grids) == ["kd", "ckd"] and len(grids["ckd"]) == 2
+    assert list(seed_grids({**board, "baseline": "ckd"})) == ["ckd", "kd"]  # the baseline first, whatever its rank
     assert grids["ckd"][1][0]["metrics"]["accuracy"] == pytest.approx(0.83)
     path = compare_grid_figure(board, tmp_path / "grid.png")
     assert path.stat().st_size > 0

@@ -96,7 +96,8 @@ def append_grid(out: Path, entries: list[dict], primary: str, title: str) -> Non
 
 def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
     """Every student run of a comparison (``kdkit compare``'s leaderboard) whose reports hold sub-networks: its
-    seeds' grids, in the board's order."""
+    seeds' grids, the comparison's baseline first (every run is compared with the first), then in the board's
+    order."""
     import json
 
     runs = {}
@@ -106,6 +107,9 @@ def seed_grids(board: dict) -> dict[str, list[list[dict]]]:
         reports = [json.loads((Path(folder) / "report.json").read_text()) for folder in row.get("dirs", [])]
         if reports and all(r.get("sub_networks") for r in reports):
             runs[row["run"]] = [r["sub_networks"] for r in reports]
+    baseline = board.get("baseline")
+    if baseline in runs:
+        runs = {baseline: runs.pop(baseline), **runs}
     return runs
 
 
