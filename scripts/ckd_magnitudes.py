@@ -57,14 +57,19 @@ def terms(s_out, t_out, pairs, mask, labels, normaliser):
             "ltr_angle": losses.layer_relation_angle(s_stack, t_stack, mask, normaliser=normaliser)}
 
 
+def gradient_norm(loss, params):
+    """L2 norm over ``params`` of the gradient of ``loss`` (the graph is kept for the next term)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None)).item()
+
+
 def print_table(values, weights, params):
     """One markdown row per term: value, weight, weighted value, gradient norm of the weighted term, ratio to CE's."""
     print("| term | value | weight | weighted | gradient norm (weighted) | vs CE's |")
     print("|---|---|---|---|---|---|")
     norms = {}
     for name, value in values.items():
-        grads = torch.autograd.grad(weights[name] * value, params, retain_graph=True, allow_unused=True)
-        norms[name] = torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None)).item()
+        norms[name] = gradient_norm(weights[name] * value, params)
     for name, value in values.items():
         print(f"| {name} | {value.item():.5f} | {weights[name]:g} | {weights[name] * value.item():.4f} | "
               f"{norms[name]:.4f} | {norms[name] / norms['ce']:.1f}x |")

@@ -14,7 +14,7 @@ Run: .venv/bin/python scripts/dynabert_terms.py runs/results/dynabert-rt/ckd/see
 
 import argparse
 
-import torch
+from ckd_magnitudes import gradient_norm  # scripts/ is on the path when this file runs
 
 from kdkit.config import load_recipe
 from kdkit.engine.adaptive import full_index
@@ -31,10 +31,8 @@ def main() -> None:
 
     task = get_task("classification")
     recipe = load_recipe(args.recipe)
-    prep = task.prepare(recipe)
-    teacher_path = task.finetune_teacher(recipe, prep.data)  # found in the cache, not trained again
-    prep = task.prepare(recipe, teacher_path, prep.data)
-    train = task.tokenize(prep)["train"]
+    prep, splits, _ = task.prepare_all(recipe)  # the fine-tuned teacher is found in the cache, not trained again
+    train = splits["train"]
     batch = task.collator(prep)([train[i] for i in range(args.batch)])
     teacher = task.signal_source(prep, None)(batch)  # the live teacher: no signal cache is built
     module = prep.module
@@ -49,10 +47,7 @@ def main() -> None:
             reps = module.student_forward(batch)
         reps = full_index(reps, kept_layers(n_layers, depth), n_layers)
         values = {term.name: (term, term(reps, teacher, batch)) for term in module.terms}
-        norms = {}
-        for name, (term, value) in values.items():
-            grads = torch.autograd.grad(term.weight * value, params, retain_graph=True, allow_unused=True)
-            norms[name] = torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None)).item()
+        norms = {name: gradient_norm(term.weight * value, params) for name, (term, value) in values.items()}
         for name, (term, value) in values.items():
             print(f"| {depth:g} | {name} | {value.item():.5f} | {term.weight:g} | {term.weight * value.item():.4f} | "
                   f"{norms[name]:.4f} | {norms[name] / norms['kd']:.1f}x |")

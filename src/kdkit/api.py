@@ -168,7 +168,7 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
         if updates:
             comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
     return _with_task_extras(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
-                         comparison.resolved_output_dir())
+                             comparison.resolved_output_dir())
 
 
 def _with_task_extras(board: dict, out: Path) -> dict:
@@ -202,7 +202,7 @@ def compare_document(sources: list[str | Path], document: str | Path, overrides:
     comparisons = [comparing.load_comparison(source) for source in sources]
     if seeds:
         comparisons = [comparing.parse_comparison({**c.model_dump(), "seeds": seeds}) for c in comparisons]
-    sections = [(comparison, _with_task_extras(comparing.compare(comparison, distill, overrides=overrides,
-                                                             overwrite=overwrite), comparison.resolved_output_dir()))
-                for comparison in comparisons]
+    sections = [(comparison, _with_task_extras(
+        comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
+        comparison.resolved_output_dir())) for comparison in comparisons]
     return comparing.render_document(sections, Path(document), title=title, preamble=preamble)
