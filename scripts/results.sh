@@ -9,6 +9,7 @@
 # docs/dpd_results_hopper.md (DPD-PPO vs PPO on MuJoCo) and docs/dpd_results_td3.md (DPD-TD3 vs TD3),
 # `full` docs/results_full.md (issue 17: all training reviews plus teacher-labelled rows, 3 seeds, from GPU runs),
 # `self-distillation` docs/self_distillation_results.md (the teacher-free methods of Zhang & Sabuncu 2020),
+# `self-distillation-tweets` docs/self_distillation_tweets.md (the same on tweets),
 # `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews),
 # `ckd` docs/ckd_results.md (issue 16: CKD at the released code's setting, KD vs CKD on 3- and 4-layer students,
 # TinyBERT's two stages, the DynaBERT grid with KD and with CKD).
@@ -67,6 +68,12 @@ fi
 if [ "${1:-}" = self-distillation ]; then  # issue 17 deliver 5: CE, LS, CP, Beta smoothing, born-again 1-3
   exec .venv/bin/kdkit compare experiments/compare_self_distillation_rt.yaml \
        --document docs/self_distillation_results.md --preamble experiments/self_distillation_preamble.md
+fi
+if [ "${1:-}" = self-distillation-tweets ]; then  # the same comparison on tweets (its runs are archived)
+  [ -f experiments/cpu_runs/self-distillation-tweets.tgz ] && \
+    tar -xzkf experiments/cpu_runs/self-distillation-tweets.tgz 2>/dev/null || true  # finished runs: reused
+  exec .venv/bin/kdkit compare experiments/compare_self_distillation_tweets.yaml \
+       --document docs/self_distillation_tweets.md --preamble experiments/self_distillation_tweets_preamble.md
 fi
 if [ "${1:-}" = ckd ]; then  # issue 16
   for archive in experiments/cpu_runs/ckd-*.tgz experiments/cpu_runs/tinybert-rt.tgz \
