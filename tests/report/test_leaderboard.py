@@ -12,10 +12,11 @@ from PIL import Image
 
 from kdkit import api
 from kdkit.errors import ConfigError
-from kdkit.report.leaderboard import leaderboard, paired_interval, parse_comparison, run_state
+from kdkit.report.leaderboard import leaderboard, parse_comparison, run_state
 from kdkit.report.leaderboard import render_markdown as render_leaderboard
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import metrics_of
+from kdkit.report.seeds import paired_interval
 
 
 def _comparison(tiny_recipe, tmp_path) -> dict:
@@ -59,7 +60,8 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
             assert len(correct) == report["student"]["n"]
             assert sum(correct.values()) / len(correct) == pytest.approx(metrics_of(report["student"])[primary])
     # the two runs were scored on the same test examples, so their difference has a paired bootstrap interval
-    low, high = paired_interval(rows["ce-only"], rows["kd-t2"], primary, n=500)
+    low, high = paired_interval(dict(zip(rows["ce-only"]["seeds"], rows["ce-only"]["dirs"])),
+                                dict(zip(rows["kd-t2"]["seeds"], rows["kd-t2"]["dirs"])), primary, n=500)
     assert low <= rows["ce-only"]["score_mean"] - rows["kd-t2"]["score_mean"] <= high
     files = board["files"]
     stored = json.loads((out / "leaderboard.json").read_text())

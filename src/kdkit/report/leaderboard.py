@@ -45,10 +45,11 @@ from pydantic import Field, ValidationError, model_validator
 from kdkit.config import (describe_difference, load_recipe, read_recipe_file, recipe_differences, recipe_to_yaml,
                           with_current_defaults)
 from kdkit.engine.checkpoints import last_complete_checkpoint
-from kdkit.errors import ConfigError, DataError
-from kdkit.report.bootstrap import paired_bootstrap, per_example
+from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import PLAIN, metric_header, metric_notes, metrics_of, primary_of, show_metric
+from kdkit.report.seeds import NOTE as SEEDS_NOTE
+from kdkit.report.seeds import paired_differences, paired_interval, per_seed, render_paired, render_per_seed
 from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
@@ -85,7 +86,8 @@ class Comparison(_Strict):
     """A comparison file: which runs, which seeds, where the results go, and the α of the distillation metric.
 
     ``set`` is applied to every run before the run's own ``set``; ``training.seed`` is set last, per seed. Seeds are
-    distinct integers in 0..2³² − 1 (at most 1000); ``alpha`` is in [0, 1].
+    distinct integers in 0..2³² − 1 (at most 1000); ``alpha`` is in [0, 1]. ``contrasts`` are pairs of run names
+    (or ``<run> gen <g>`` generations) whose difference paired by seed the leaderboard adds to every run − baseline.
     """
 
     name: str = "compare"
@@ -97,6 +99,7 @@ class Comparison(_Strict):
     set: list[str] = Field(default_factory=list)
     runs: list[RunSpec] = Field(default_factory=list)
     grid: GridSpec | None = None
+    contrasts: list[tuple[str, str]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "Comparison":
@@ -110,6 +113,12 @@ class Comparison(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"run names must be unique; repeated: {', '.join(duplicates)}")
+        for a, b in self.contrasts:
+            for side in (a, b):  # a born-again run's generations are rows '<run> gen <g>' of their own
+                if side not in names and not any(re.fullmatch(re.escape(n) + r" gen \d+", side) for n in names):
+                    raise ValueError(f"contrast '{a}' − '{b}': '{side}' is not a run; runs: {', '.join(names)}")
+            if a == b:
+                raise ValueError(f"contrast '{a}' − '{b}' compares a run with itself")
         return self
 
     def resolved_output_dir(self) -> Path:
@@ -304,14 +313,20 @@ def _other_means(entries: list[dict], primary: str) -> dict[str, float]:
             if name != primary and all(name in m for m in metrics)}
 
 
-def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: str | None = None) -> dict:
+def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: str | None = None,
+                contrasts: list[tuple[str, str]] | None = None) -> dict:
     """Aggregate per-seed reports into rows: one per teacher (by ``teacher_source``), then the runs sorted by mean
     primary metric (best first). Each row has ``score_mean`` ± ``score_std`` (sample std) of the primary metric
     over ``scores``, ``teacher_score`` and ``metrics_mean`` (the other metrics' means). ``pareto`` marks rows
     that no other row beats on both fewer-or-equal parameters and higher-or-equal score (strictly on one). With a
     ``baseline`` run, each student row also gets ``delta`` = its mean score minus the baseline's and ``delta_std``
     = √(s²/n + s_b²/n_b), the standard error of that difference (None unless both runs have several seeds, and
-    for the baseline itself)."""
+    for the baseline itself).
+
+    With several seeds the board also has ``per_seed`` (:func:`kdkit.report.seeds.per_seed`) and ``paired``: the
+    differences paired by seed (:func:`kdkit.report.seeds.paired_differences`) of every run against the baseline
+    and of each of ``contrasts`` (pairs of run names); ``contrasts`` are given even for one seed, for their
+    bootstrap interval."""
     primary = _primary_metric(results)
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
@@ -368,15 +383,25 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                 and row["score_std"] is not None and base["score_std"] is not None)
         row["delta_std"] = math.sqrt(row["score_std"] ** 2 / row["n"] + base["score_std"] ** 2 / base["n"]) \
             if both else None
-        row["delta_ci"] = paired_interval(row, base, primary) if base is not None and row is not base \
+        row["delta_ci"] = _interval(row, base, primary) if base is not None and row is not base \
             and row["delta_std"] is None and not row.get("variant") else None
     rows += students
     for row in rows:
         row["pareto"] = not any(
             other is not row and other["params"] <= row["params"] and other["score_mean"] >= row["score_mean"]
             and (other["params"] < row["params"] or other["score_mean"] > row["score_mean"]) for other in rows)
+    several = any(len(items) > 1 for items in results.values())
+    pairs = [(a, b) for a, b in contrasts or []]
+    if several and baseline in results:
+        pairs += [(name, baseline) for name in results if name != baseline and (name, baseline) not in pairs]
     return {"primary_metric": primary, "alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes],
-            "std": "sample (n-1)", "rows": rows}
+            "std": "sample (n-1)", "rows": rows, "per_seed": per_seed(results, primary) if several else None,
+            "paired": paired_differences(results, pairs, primary)}
+
+
+def _interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
+    """:func:`kdkit.report.seeds.paired_interval` of two leaderboard rows (their seeds and run folders)."""
+    return paired_interval(dict(zip(row["seeds"], row["dirs"])), dict(zip(base["seeds"], base["dirs"])), metric, n)
 
 
 def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: list[str], alpha: float) -> dict:
@@ -402,28 +427,6 @@ def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: li
         "speedup": {b: statistics.median(t["latency"][b]["median_s"] / e["latency"][b]["median_s"]
                                          for t, e in paired) for b in sizes} if paired else {},
         "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None}
-
-
-def paired_interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
-    """The 95% paired bootstrap interval of ``row``'s score minus ``base``'s over the examples both runs were
-    evaluated on (per seed they share, pooled), from the runs' ``per_query.json``; None when a run has none (made
-    by an older kdkit, or a task that writes none) or the two were scored on different examples."""
-    seeds = [seed for seed in row["seeds"] if seed in base["seeds"]]
-    if not seeds:
-        return None
-    a, b = [], []
-    try:
-        for seed in seeds:
-            ours = per_example(row["dirs"][row["seeds"].index(seed)], metric)
-            theirs = per_example(base["dirs"][base["seeds"].index(seed)], metric)
-            if ours.keys() != theirs.keys():
-                return None
-            a += [ours[key] for key in sorted(ours)]
-            b += [theirs[key] for key in sorted(ours)]
-    except DataError:
-        return None
-    result = paired_bootstrap(a, b, n=n, seed=0)
-    return [result["ci_low"], result["ci_high"]]
 
 
 def _other_metric_names(board: dict) -> list[str]:
@@ -499,13 +502,24 @@ def _note(boards: list[dict]) -> str:
         "that difference √(s²/n + s_b²/n_b) when both runs have several seeds; otherwise, for runs scored per "
         "example on the same examples (classification, retrieval, generation), [the 95% paired bootstrap "
         "interval] over those examples (10,000 resamples, seed 0).")
-    return " ".join([definitions, *metric_notes(others)])
+    seeded = [SEEDS_NOTE] if any(board.get("per_seed") or board.get("paired") for board in boards) else []
+    return " ".join([definitions, *seeded, *metric_notes(others)])
+
+
+def _seed_tables(board: dict) -> list[str]:
+    """Markdown lines of the per-seed table and the paired differences, when the board has them."""
+    lines = []
+    if board.get("per_seed"):
+        lines += ["Per seed:", "", *render_per_seed(board["per_seed"]), ""]
+    if board.get("paired"):
+        lines += ["Differences paired by seed:", "", *render_paired(board["paired"]), ""]
+    return lines
 
 
 def render_markdown(board: dict, title: str = "Leaderboard") -> str:
     header, body = _table(board)
     lines = [f"# {title}", ""] + ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
-    return "\n".join(lines + ["", _note([board]), ""])
+    return "\n".join(lines + ["", *_seed_tables(board), _note([board]), ""])
 
 
 def render_html(board: dict, title: str = "Leaderboard") -> str:
@@ -696,6 +710,7 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         versus = _versus_baseline(board)
         if versus:
             lines += [versus, ""]
+        lines += _seed_tables(board)
         what = (f"{board['primary_metric']} per run" if chart_kind(board) == "runs"
                 else f"parameters vs {board['primary_metric']}")
         lines += [f"![{comparison.name}: {what}]({figures.name}/{png.name})", ""]
@@ -715,7 +730,9 @@ def compare(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
     """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict."""
     results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite)
     results, baseline = expand_generations(results, comparison.baseline)
-    board = leaderboard(results, comparison.alpha, baseline)
+    # a contrast naming a born-again run means its generation 0, as the baseline does
+    contrasts = [tuple(side if side in results else f"{side} gen 0" for side in pair) for pair in comparison.contrasts]
+    board = leaderboard(results, comparison.alpha, baseline, contrasts)
     out = comparison.resolved_output_dir()
     paths = write_leaderboard(out, board, comparison.name)
     return {"name": comparison.name, **board, "files": {k: str(v) for k, v in paths.items()}}
