@@ -69,7 +69,8 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
     markdown = (out / "leaderboard.md").read_text()
     assert "kd-t2" in markdown and "ce-only" in markdown and "±" in markdown and "DM (α=0.3)" in markdown
     page = (out / "leaderboard.html").read_text()
-    assert page.count("<tr>") == 4 and "<table>" in page
+    # the leaderboard (header, teacher, 2 runs), then the per-seed table (header, 2 runs): two seeds, no baseline
+    assert page.count("<tr>") == 4 + 3 and page.count("<table>") == 2 and "<h2>Per seed</h2>" in page
     with Image.open(files["png"]) as image:
         assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
 

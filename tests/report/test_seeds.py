@@ -10,6 +10,7 @@ import pytest
 from kdkit.errors import ConfigError
 from kdkit.report.bootstrap import paired_bootstrap
 from kdkit.report.leaderboard import leaderboard, parse_comparison
+from kdkit.report.leaderboard import render_html
 from kdkit.report.leaderboard import render_markdown as render_leaderboard
 
 
@@ -60,6 +61,8 @@ def test_per_seed_table_lists_every_metric_seed_by_seed_and_renders_both_tables(
     assert "| beta | 73.00 / 69.00 / 74.00 | 7.00 / 6.00 / 5.00 |" in lines
     assert "| beta − ls | 3 | +1.33 ± 1.20 | -4.67 ± 0.33 | — |" in lines
     assert "Differences paired by seed:" in lines and "Per seed:" in lines
+    page = render_html(board)
+    assert page.count("<table>") == 3 and "<td>beta − ls</td><td>3</td><td>+1.33 ± 1.20</td>" in page
 
 
 def test_one_seed_boards_have_no_seed_tables_unless_a_contrast_is_asked_for():

@@ -49,7 +49,8 @@ from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
 from kdkit.report.results import PLAIN, metric_header, metric_notes, metrics_of, primary_of, show_metric
 from kdkit.report.seeds import NOTE as SEEDS_NOTE
-from kdkit.report.seeds import paired_differences, paired_interval, per_seed, render_paired, render_per_seed
+from kdkit.report.seeds import (paired_cells, paired_differences, paired_interval, per_seed, per_seed_cells,
+                               render_paired, render_per_seed)
 from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
@@ -528,11 +529,18 @@ def render_html(board: dict, title: str = "Leaderboard") -> str:
     def cells(tag: str, row: list[str]) -> str:
         return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>"
 
+    def table(head: list[str], rows: list[list[str]]) -> str:
+        return "<table>\n" + cells("th", head) + "\n" + "\n".join(cells("td", row) for row in rows) + "\n</table>\n"
+
+    extra = ""
+    if board.get("per_seed"):
+        extra += "<h2>Per seed</h2>\n" + table(*per_seed_cells(board["per_seed"]))
+    if board.get("paired"):
+        extra += "<h2>Differences paired by seed</h2>\n" + table(*paired_cells(board["paired"]))
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>"
             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;text-align:right}"
-            "td:first-child{text-align:left}</style></head><body>\n<h1>" + html.escape(title) + "</h1>\n<table>\n"
-            + cells("th", header) + "\n" + "\n".join(cells("td", row) for row in body)
-            + "\n</table>\n<p>" + html.escape(_note([board])) + "</p>\n</body></html>\n")
+            "td:first-child{text-align:left}</style></head><body>\n<h1>" + html.escape(title) + "</h1>\n"
+            + table(header, body) + extra + "<p>" + html.escape(_note([board])) + "</p>\n</body></html>\n")
 
 
 def chart_kind(board: dict) -> str:

@@ -87,17 +87,21 @@ def _scale(name: str) -> float:
     return 1.0 if name in PLAIN else 100.0
 
 
-def render_per_seed(table: dict) -> list[str]:
-    """Markdown lines: one row per run, one column per metric with its values seed by seed (``a / b / c``)."""
+def _markdown(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
+
+
+def per_seed_cells(table: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per run, one column per metric with its values seed by seed (``a / b / c``)."""
     seeds = " / ".join(str(s) for s in table["seeds"])
     header = ["run"] + [f"{metric_header(m)} seeds {seeds}" for m in table["metrics"]]
     body = [[row["run"]] + [" / ".join(show_metric(m, row["values"][m].get(s)) for s in table["seeds"])
                             for m in table["metrics"]] for row in table["rows"]]
-    return ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
+    return header, body
 
 
-def render_paired(differences: list[dict]) -> list[str]:
-    """Markdown lines: one row per contrast, its seeds, each metric's paired difference ± standard error (points
+def paired_cells(differences: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per contrast, its seeds, each metric's paired difference ± standard error (points
     for metrics in %, the metric's own units for the others) and the primary metric's bootstrap interval."""
     names = list(dict.fromkeys(name for d in differences for name in d["differences"]))
     primary = names[0]
@@ -117,7 +121,17 @@ def render_paired(differences: list[dict]) -> list[str]:
         ci = d["ci"]
         body.append([f"{d['a']} − {d['b']}", str(len(d["seeds"])), *cells,
                      "—" if ci is None else f"[{_scale(primary) * ci[0]:+.2f}, {_scale(primary) * ci[1]:+.2f}]"])
-    return ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
+    return header, body
+
+
+def render_per_seed(table: dict) -> list[str]:
+    """The per-seed table as markdown lines."""
+    return _markdown(*per_seed_cells(table))
+
+
+def render_paired(differences: list[dict]) -> list[str]:
+    """The paired differences as markdown lines."""
+    return _markdown(*paired_cells(differences))
 
 
 NOTE = ("Per seed: each run's student scored on the evaluation split, seed by seed. Paired by seed: the mean over "
