@@ -84,21 +84,23 @@ def test_compare_end_to_end_numbers_files_and_reuse(tiny_recipe, tmp_path):
     assert [r["score_mean"] for r in again["rows"]] == [r["score_mean"] for r in board["rows"]]
 
 
-def test_interrupted_run_is_resumed_and_changed_recipe_is_refused(tiny_recipe, tmp_path):
+def test_interrupted_run_is_resumed_and_changed_recipe_is_refused(tiny_recipe, tmp_path, capsys):
     cmp = _comparison(tiny_recipe, tmp_path)
-    cmp["runs"], cmp["seeds"] = cmp["runs"][:1], [0]
+    cmp["runs"], cmp["seeds"] = cmp["runs"][:1], [0, 1]
     api.compare(cmp)
+    assert "compare (2/2 to do, 0 reused): kd-t2 seed 1: training in" in capsys.readouterr().out
     run = tmp_path / "cmp" / "kd-t2" / "seed-0"
     (run / "report.json").unlink()  # as if killed after the last checkpoint, before the report
     assert run_state(run, (run / "recipe.yaml").read_text()) == "interrupted"
     board = api.compare(cmp)
-    assert board["rows"][1]["status"] == {"0": "resumed"} and (run / "report.json").is_file()
+    assert board["rows"][1]["status"] == {"0": "resumed", "1": "reused"} and (run / "report.json").is_file()
+    assert "compare (1/1 to do, 1 reused): kd-t2 seed 0: resumed in" in capsys.readouterr().out
 
     changed = {**cmp, "set": ["losses.1.temperature=4.0"]}
     with pytest.raises(ConfigError, match="losses.1.temperature: 2.0 → 4.0"):
         api.compare(changed)
     board = api.compare(changed, overwrite=True)
-    assert board["rows"][1]["status"] == {"0": "trained"}
+    assert board["rows"][1]["status"] == {"0": "trained", "1": "trained"}
     assert "temperature: 4.0" in (run / "recipe.yaml").read_text()
 
 

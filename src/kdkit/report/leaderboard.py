@@ -231,6 +231,8 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
                                   f"--overwrite to redo it")
             plan.append((run.name, seed, folder, recipe, state))
     results: dict[str, list[dict]] = {}
+    todo = sum(state != "finished" for *_, state in plan)
+    done = 0
     for name, seed, folder, recipe, state in plan:
         if state == "finished":
             status = "reused"
@@ -238,7 +240,9 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
         else:
             resume = state == "interrupted" and last_complete_checkpoint(folder / "checkpoints") is not None
             status = "resumed" if resume else "trained"
-            print(f"[kdkit] compare: {name} seed {seed}: {status if resume else 'training'} in {folder}")
+            done += 1  # which of the runs still to do this is, so a long comparison shows how far it is
+            print(f"[kdkit] compare ({done}/{todo} to do, {len(plan) - todo} reused): {name} seed {seed}: "
+                  f"{status if resume else 'training'} in {folder}")
             report = distill(recipe, resume=resume, overwrite=not resume and state != "new")
         results.setdefault(name, []).append({"seed": seed, "status": status, "dir": str(folder), "report": report})
     return results
