@@ -107,3 +107,17 @@ def test_a_contrast_may_name_a_born_again_generation():
     comparison = parse_comparison({"runs": [{"name": "ba", "recipe": "x"}, {"name": "b", "recipe": "y"}],
                                    "contrasts": [["ba gen 2", "b"]]})
     assert comparison.contrasts == [("ba gen 2", "b")]
+
+
+def test_the_paired_figure_is_drawn_when_a_contrast_has_a_spread_and_not_otherwise(tmp_path):
+    from PIL import Image
+
+    from kdkit.report.seeds import plot_paired
+
+    board = leaderboard(RESULTS, baseline="ce", contrasts=[("beta", "ls")])
+    path = plot_paired(board["paired"], tmp_path / "paired.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[1] > 100
+    one = leaderboard({name: items[:1] for name, items in RESULTS.items()}, contrasts=[("beta", "ls")])
+    assert plot_paired(one["paired"], tmp_path / "none.png") is None  # one seed, no per-example scores
+    assert not (tmp_path / "none.png").exists()

@@ -50,7 +50,7 @@ from kdkit.report.metric import distillation_metric
 from kdkit.report.results import PLAIN, metric_header, metric_notes, metrics_of, primary_of, show_metric
 from kdkit.report.seeds import NOTE as SEEDS_NOTE
 from kdkit.report.seeds import (paired_cells, paired_differences, paired_interval, per_seed, per_seed_cells,
-                               render_paired, render_per_seed)
+                               plot_paired, render_paired, render_per_seed)
 from kdkit.schema import Seed, Strict, shorten
 
 RecipeSource = str | dict[str, Any]
@@ -666,11 +666,13 @@ def plot_pareto(board: dict, path: Path, title: str = "Leaderboard") -> Path:
 def write_leaderboard(out: Path, board: dict, title: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "leaderboard.md", "html": out / "leaderboard.html", "json": out / "leaderboard.json",
-             "png": out / "pareto.png"}
+             "png": out / "pareto.png", "paired": out / "paired.png"}
     paths["md"].write_text(render_markdown(board, title))
     paths["html"].write_text(render_html(board, title))
     paths["json"].write_text(json.dumps({"name": title, **board}, indent=2, default=_json_default) + "\n")
     plot_pareto(board, paths["png"], title)
+    if plot_paired(board.get("paired") or [], paths["paired"], f"{title}: differences paired by seed") is None:
+        paths.pop("paired").unlink(missing_ok=True)  # one from an earlier call would no longer match the table
     return paths
 
 
@@ -726,6 +728,9 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         what = (f"{board['primary_metric']} per run" if chart_kind(board) == "runs"
                 else f"parameters vs {board['primary_metric']}")
         lines += [f"![{comparison.name}: {what}]({figures.name}/{png.name})", ""]
+        paired = figures / f"{_folder_name(comparison.name)}-paired.png"
+        if plot_paired(board.get("paired") or [], paired, f"{comparison.name}: differences paired by seed"):
+            lines += [f"![{comparison.name}: differences paired by seed]({figures.name}/{paired.name})", ""]
         for i, extra in enumerate(board.get("figures", [])):  # the task's own pictures (Task.compare_figures)
             copy = figures / f"{_folder_name(comparison.name)}-{i + 1}.png"
             shutil.copyfile(extra["path"], copy)

@@ -138,3 +138,39 @@ NOTE = ("Per seed: each run's student scored on the evaluation split, seed by se
         "the seeds both runs have of (run a − run b), ± its standard error sd/√n, in the units of Δ above; the "
         "bootstrap interval resamples the evaluation examples of all shared seeds together (10,000 resamples, "
         "seed 0), where both runs kept per-example scores.")
+
+
+def plot_paired(differences: list[dict], path, title: str = "Differences paired by seed"):
+    """A forest plot of the primary metric's paired differences (one line per contrast, top to bottom in table
+    order): the mean with ±2 standard errors as a bar (the pooled bootstrap interval as a thin bar where there is no
+    standard error), a vertical line at 0. Returns ``path`` (PNG), or None when no contrast has a spread to show."""
+    shown = [d for d in differences if d["differences"] and (
+        next(iter(d["differences"].values()))["se"] is not None or d["ci"] is not None)]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    primary = next(iter(shown[0]["differences"]))
+    scale = _scale(primary)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(shown)))
+    for y, d in enumerate(reversed(shown)):
+        value = d["differences"][primary]
+        mean = scale * value["mean"]
+        if value["se"] is not None:
+            ax.errorbar(mean, y, xerr=2 * scale * value["se"], fmt="o", color="tab:blue", capsize=3)
+        elif d["ci"] is not None:
+            ax.errorbar(mean, y, xerr=[[mean - scale * d["ci"][0]], [scale * d["ci"][1] - mean]], fmt="o",
+                        color="tab:grey", capsize=3, elinewidth=1)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(shown)), [f"{d['a']} − {d['b']} ({len(d['seeds'])} seeds)" for d in reversed(shown)])
+    ax.set_ylim(-0.6, len(shown) - 0.4)
+    ax.set_xlabel(f"Δ {primary}" + (" (points)" if scale != 1.0 else "") + ", mean ± 2 s.e. over seeds")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
