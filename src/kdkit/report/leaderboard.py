@@ -156,11 +156,12 @@ def parse_comparison(data: Any, base_dir: Path | None = None) -> Comparison:
         comparison = Comparison.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(shorten(str(part)) for part in first["loc"]) or "<comparison>"
+        key = ".".join(shorten(str(part)) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "is unknown"
-        raise ConfigError(f"comparison key '{key}' {message}") from None
+        # a check across keys (baseline, contrasts, names) says which keys itself
+        raise ConfigError(f"comparison key '{key}' {message}" if key else f"comparison: {message}") from None
     if base_dir is not None:
         for spec in [*comparison.runs, *([comparison.grid] if comparison.grid else [])]:
             if isinstance(spec.recipe, str) and (base_dir / spec.recipe).is_file():
