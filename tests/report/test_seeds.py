@@ -92,6 +92,22 @@ def test_the_bootstrap_interval_pools_the_examples_of_every_shared_seed(tmp_path
     assert d["differences"]["accuracy"]["mean"] == pytest.approx(0.25)
 
 
+def test_each_folder_s_scores_are_read_once_however_many_pairs_use_it(tmp_path, monkeypatch):
+    import kdkit.report.seeds as seeds
+    results, reads = {}, []
+    for name, values in {"base": [1, 0, 1, 0], "x": [1, 1, 1, 0], "y": [0, 1, 1, 1]}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "per_query.json").write_text(json.dumps(
+            {"student": {"accuracy": {f"q{i}": v for i, v in enumerate(values)}}}))
+        results[name] = [{"seed": 0, "status": "trained", "dir": str(folder), "report": _report(sum(values) / 4, 0.1)}]
+    real = seeds.per_example
+    monkeypatch.setattr(seeds, "per_example", lambda folder, metric: reads.append(folder) or real(folder, metric))
+    out = seeds.paired_differences(results, [("x", "base"), ("y", "base"), ("x", "y")], "accuracy")
+    assert [d["ci"] is not None for d in out] == [True, True, True]
+    assert sorted(reads) == sorted(str(tmp_path / n) for n in ("base", "x", "y"))
+
+
 @pytest.mark.parametrize("contrasts, expected", [
     ([["a", "nope"]], "'nope' is not a run"),
     ([["a", "a"]], "compares a run with itself"),

@@ -24,7 +24,7 @@ from kdkit.engine.sequence import run_in_order
 from kdkit.errors import ConfigError
 from kdkit.report.bootstrap import PER_QUERY
 from kdkit.report.report import write_report
-from kdkit.report.results import metric_header, metrics_of, primary_of, show_metric
+from kdkit.report.results import markdown_table, metric_header, metrics_of, primary_of, show_metric
 
 
 def stage_label(recipe: Recipe, index: int) -> str:
@@ -63,12 +63,9 @@ def stage_recipes(recipe: Recipe, *, as_built: bool = False) -> list[Recipe]:
 def render_stages(rows: list[dict], primary: str) -> str:
     """The stages table of ``report.md``: each stage's losses, epochs, learning rate and its student's score."""
     header = ["stage", "losses", "epochs", "learning rate", metric_header(primary), "status"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        cells = [row["stage"], ", ".join(row["losses"]), f"{row['epochs']:g}", f"{row['learning_rate']:g}",
-                 show_metric(primary, row["metrics"].get(primary)), row["status"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    body = [[row["stage"], ", ".join(row["losses"]), f"{row['epochs']:g}", f"{row['learning_rate']:g}",
+             show_metric(primary, row["metrics"].get(primary)), row["status"]] for row in rows]
+    return "\n".join(markdown_table(header, body)) + "\n"
 
 
 def distill_stages(recipe: Recipe, distill: Callable[..., dict], check: Callable[[Recipe], Any], *,

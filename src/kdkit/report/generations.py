@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdkit.report.results import metric_header, metric_names, metric_notes, metrics_of, primary_of, show_metric
+from kdkit.report.results import (markdown_table, metric_header, metric_names, metric_notes, metrics_of, primary_of,
+                                  show_metric)
 
 
 def render_markdown(results: dict) -> str:
@@ -37,7 +38,7 @@ def render_markdown(results: dict) -> str:
         rows.append([str(row["generation"]), teacher, f"{row['params'] / 1e6:.2f}"]
                     + [show_metric(name, metrics.get(name)) for name in names]
                     + [f"{100 * row['gain']:+.2f}", row["status"]])
-    lines = ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]]
+    lines = markdown_table(header, rows)
     method = (f"Generation g ≥ 1: (1 − α)·CE + α·soft-CE(σ(z_(g−1)/T)), α = {results['alpha']:g}, "
               f"T = {results['temperature']:g} on the teacher only; its teacher is generation g − 1's student. "
               f"Primary metric: {primary} (higher is better). Split: {results.get('split', '?')}.")

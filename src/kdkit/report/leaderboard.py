@@ -47,7 +47,8 @@ from kdkit.config import (describe_difference, load_recipe, read_recipe_file, re
 from kdkit.engine.checkpoints import last_complete_checkpoint
 from kdkit.errors import ConfigError
 from kdkit.report.metric import distillation_metric
-from kdkit.report.results import PLAIN, metric_header, metric_notes, metrics_of, primary_of, show_metric
+from kdkit.report.results import (PLAIN, markdown_table, metric_header, metric_notes, metric_scale, metrics_of,
+                                  primary_of, show_metric)
 from kdkit.report.seeds import NOTE as SEEDS_NOTE
 from kdkit.report.seeds import (paired_cells, paired_differences, paired_interval, per_seed, per_seed_cells,
                                plot_paired, render_paired, render_per_seed)
@@ -442,12 +443,6 @@ def _other_metric_names(board: dict) -> list[str]:
     return names
 
 
-def _scale(primary: str) -> tuple[float, str]:
-    """How the primary metric is shown: fractions ×100 in percent and Δ in percentage points; a plain metric (an
-    episode return, perplexity) as it is, Δ in its own units."""
-    return (1.0, "") if primary in PLAIN else (100.0, "pp")
-
-
 def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     sizes = [str(b) for b in board["batch_sizes"]]
     baseline = board.get("baseline")
@@ -455,7 +450,7 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     others = _other_metric_names(board)
     indexed = any(row.get("index_mb") is not None for row in board["rows"])
     sized = any(row.get("size_mb") is not None for row in board["rows"])
-    scale, unit = _scale(primary)
+    scale, unit = metric_scale(primary)
     header = (["run", "seeds", metric_header(primary)]
               + ([f"Δ vs {baseline}" + (f" ({unit})" if unit else "")] if baseline else [])
               + [metric_header(name) for name in others]
@@ -524,7 +519,7 @@ def _seed_tables(board: dict) -> list[str]:
 
 def render_markdown(board: dict, title: str = "Leaderboard") -> str:
     header, body = _table(board)
-    lines = [f"# {title}", ""] + ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
+    lines = [f"# {title}", ""] + markdown_table(header, body)
     return "\n".join(lines + ["", *_seed_tables(board), _note([board]), ""])
 
 
@@ -594,7 +589,7 @@ def pareto_figure(board: dict, title: str = "Leaderboard") -> tuple[Any, str]:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     kind = chart_kind(board)
-    scale, unit = _scale(board["primary_metric"])
+    scale, unit = metric_scale(board["primary_metric"])
     label = board["primary_metric"] + (" (%)" if unit else "")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # never an offset or a ×10ⁿ on a percentage axis
     # teachers and untrained references (BM25, a zero-shot model) are lines across the runs' chart
@@ -690,7 +685,7 @@ def _versus_baseline(board: dict) -> str:
     if not baseline or not rows:
         return ""
 
-    scale, unit = _scale(board["primary_metric"])
+    scale, unit = metric_scale(board["primary_metric"])
 
     def item(row: dict) -> str:
         spread = "" if row["delta_std"] is None else f" ± {scale * row['delta_std']:.2f}"
@@ -721,7 +716,7 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         lines += [f"## {comparison.name}", ""]
         if comparison.description:
             lines += [comparison.description.strip(), ""]
-        lines += ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]] + [""]
+        lines += markdown_table(header, body) + [""]
         versus = _versus_baseline(board)
         if versus:
             lines += [versus, ""]

@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 
 from kdkit.report.metric import distillation_metric
-from kdkit.report.results import (PLAIN, metric_header, metric_names, metric_notes, metrics_of, primary_of,
-                                  show_metric)
+from kdkit.report.results import (PLAIN, markdown_table, metric_header, metric_names, metric_notes, metrics_of,
+                                  primary_of, show_metric)
 
 
 def compare(results: dict) -> dict:
@@ -98,7 +98,7 @@ def render_markdown(results: dict) -> str:
                     + ([_megabytes(entry.get("index_mb"))] if indexed else [])
                     + [f"{1e3 * entry['latency'][b]['median_s']:.2f}" if b in entry.get("latency", {}) else "—"
                        for b in sizes] + (["—"] * (len(sizes) + 2) if paired else []))
-    lines = ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
+    lines = markdown_table(header, rows)
     plain = [name for name in names if name in PLAIN]
     lines += ["", f"Primary metric: {primary} (higher is better); metrics in %"
               + (f" except {', '.join(plain)}." if plain else ".")]
@@ -138,7 +138,7 @@ def render_samples(samples: list[dict], limit: int = 160) -> list[str]:
     header = ["prompt", "reference", *roles]
     rows = [[_cell(sample.get(key, ""), limit if key == "prompt" else 2 * limit) for key in header]
             for sample in samples]
-    return ["Samples:", "", *("| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows])]
+    return ["Samples:", "", *markdown_table(header, rows)]
 
 
 def _ratio(value: float | None) -> str:

@@ -69,6 +69,17 @@ def show_metric(name: str, value: float | None) -> str:
     return percent(value)
 
 
+def metric_scale(name: str) -> tuple[float, str]:
+    """How a metric is shown: a fraction ×100 in percent, its differences in percentage points ("pp"); a
+    :data:`PLAIN` metric (an episode return, perplexity) as it is, its differences in its own units ("")."""
+    return (1.0, "") if name in PLAIN else (100.0, "pp")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: the header, the ``| --- |`` rule, one line per row."""
+    return ["| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]]
+
+
 def metric_notes(names: list[str]) -> list[str]:
     """The definitions of those of ``names`` that a report explains (ECE, perplexity)."""
     return [METRIC_NOTES[name] for name in names if name in METRIC_NOTES]

@@ -16,7 +16,7 @@ import statistics
 
 from kdkit.errors import DataError
 from kdkit.report.bootstrap import paired_bootstrap, per_example
-from kdkit.report.results import PLAIN, metric_header, metric_names, metrics_of, show_metric
+from kdkit.report.results import markdown_table, metric_header, metric_names, metric_scale, metrics_of, show_metric
 
 
 def _students(results: dict[str, list[dict]]) -> dict[str, dict[int, dict[str, float]]]:
@@ -37,18 +37,25 @@ def per_seed(results: dict[str, list[dict]], primary: str) -> dict:
 
 
 def paired_interval(dirs_a: dict[int, str], dirs_b: dict[int, str], metric: str,
-                    n: int = 10_000) -> list[float] | None:
+                    n: int = 10_000, read: dict | None = None) -> list[float] | None:
     """The 95% paired bootstrap interval of run a's score minus run b's over the examples both were evaluated on
     (per seed they share, pooled), from the run folders' ``per_query.json`` (``dirs_*``: seed → folder); None when
     a run has none (made by an older kdkit, or a task that writes none) or the two were scored on different
-    examples."""
+    examples. ``read`` (optional): a dict shared between calls that keeps each folder's scores once read."""
+    read = {} if read is None else read
+
+    def scores(folder: str) -> dict:
+        if (folder, metric) not in read:
+            read[folder, metric] = per_example(folder, metric)
+        return read[folder, metric]
+
     seeds = [seed for seed in dirs_a if seed in dirs_b]
     if not seeds:
         return None
     a, b = [], []
     try:
         for seed in seeds:
-            ours, theirs = per_example(dirs_a[seed], metric), per_example(dirs_b[seed], metric)
+            ours, theirs = scores(dirs_a[seed]), scores(dirs_b[seed])
             if ours.keys() != theirs.keys():
                 return None
             a += [ours[key] for key in sorted(ours)]
@@ -66,7 +73,7 @@ def paired_differences(results: dict[str, list[dict]], pairs: list[tuple[str, st
     seed; ``ci`` is the pooled paired bootstrap interval of the primary metric (:func:`paired_interval`) or None."""
     by_run = _students(results)
     dirs = {name: {item["seed"]: item["dir"] for item in items} for name, items in results.items()}
-    out = []
+    out, read = [], {}  # the baseline's per_query.json is in most pairs: read each folder once
     for a, b in pairs:
         seeds = sorted(set(by_run[a]) & set(by_run[b]))
         if not seeds:
@@ -79,16 +86,8 @@ def paired_differences(results: dict[str, list[dict]], pairs: list[tuple[str, st
             differences[name] = {"mean": statistics.fmean(values),
                                  "se": statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None}
         out.append({"a": a, "b": b, "seeds": seeds, "differences": differences,
-                    "ci": paired_interval(dirs[a], dirs[b], primary)})
+                    "ci": paired_interval(dirs[a], dirs[b], primary, read=read)})
     return out
-
-
-def _scale(name: str) -> float:
-    return 1.0 if name in PLAIN else 100.0
-
-
-def _markdown(header: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *body]]
 
 
 def per_seed_cells(table: dict) -> tuple[list[str], list[list[str]]]:
@@ -115,23 +114,23 @@ def paired_cells(differences: list[dict]) -> tuple[list[str], list[list[str]]]:
             if value is None:
                 cells.append("—")
                 continue
-            scale = _scale(name)
+            scale = metric_scale(name)[0]
             cells.append(f"{scale * value['mean']:+.2f}"
                          + ("" if value["se"] is None else f" ± {scale * value['se']:.2f}"))
-        ci = d["ci"]
+        ci, scale = d["ci"], metric_scale(primary)[0]
         body.append([f"{d['a']} − {d['b']}", str(len(d["seeds"])), *cells,
-                     "—" if ci is None else f"[{_scale(primary) * ci[0]:+.2f}, {_scale(primary) * ci[1]:+.2f}]"])
+                     "—" if ci is None else f"[{scale * ci[0]:+.2f}, {scale * ci[1]:+.2f}]"])
     return header, body
 
 
 def render_per_seed(table: dict) -> list[str]:
     """The per-seed table as markdown lines."""
-    return _markdown(*per_seed_cells(table))
+    return markdown_table(*per_seed_cells(table))
 
 
 def render_paired(differences: list[dict]) -> list[str]:
     """The paired differences as markdown lines."""
-    return _markdown(*paired_cells(differences))
+    return markdown_table(*paired_cells(differences))
 
 
 NOTE = ("Per seed: each run's student scored on the evaluation split, seed by seed. Paired by seed: the mean over "
@@ -154,7 +153,7 @@ def plot_paired(differences: list[dict], path, title: str = "Differences paired 
     import matplotlib.pyplot as plt
 
     primary = next(iter(shown[0]["differences"]))
-    scale = _scale(primary)
+    scale = metric_scale(primary)[0]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.4 * len(shown)))
     for y, d in enumerate(reversed(shown)):
         value = d["differences"][primary]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdkit.report.results import PLAIN, metric_header, show_metric
+from kdkit.report.results import markdown_table, metric_header, metric_scale, show_metric
 
 FIGURE = "sub_networks.png"
 
@@ -25,16 +25,13 @@ def render_grid(entries: list[dict], primary: str) -> str:
     parameters in millions, and "one class" where it gave every example the same class (collapsed)."""
     widths, depths, at = _axes(entries)
     header = [f"width \\ depth ({metric_header(primary)}, params M)"] + [f"{d:g}" for d in depths]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
 
     def cell(e: dict) -> str:
         return (f"{show_metric(primary, e['metrics'].get(primary))} ({e['params'] / 1e6:.2f}"
                 f"{', one class' if e.get('one_class') else ''})")
 
-    for w in widths:
-        cells = [f"{w:g}"] + [cell(at[w, d]) if (w, d) in at else "—" for d in depths]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    body = [[f"{w:g}"] + [cell(at[w, d]) if (w, d) in at else "—" for d in depths] for w in widths]
+    return "\n".join(markdown_table(header, body)) + "\n"
 
 
 def _heatmap(ax, widths: list[float], depths: list[float], cell, title: str, cmap: str = "viridis"):
@@ -70,7 +67,7 @@ def plot_grid(entries: list[dict], primary: str, path: Path, title: str = "") ->
 
     widths, depths, at = _axes(entries)
 
-    scale = 1 if primary in PLAIN else 100  # the colour bar in the unit the labels show
+    scale = metric_scale(primary)[0]  # the colour bar in the unit the labels show
 
     def cell(w, d):
         if (w, d) not in at:
@@ -144,7 +141,7 @@ def compare_grid_table(board: dict) -> tuple[str, str] | None:
     runs = _seed_cells(board, grids)
     collapsed = _seed_cells(board, grids, key=lambda e: bool(e.get("one_class")))
     primary = board.get("primary_metric", "accuracy")
-    scale = 1 if primary in PLAIN else 100
+    scale = metric_scale(primary)[0]
     names = list(runs)
     first = names[0]
     params = {(e["width"], e["depth"]): e["params"] for e in grids[first][0]}
@@ -159,7 +156,7 @@ def compare_grid_table(board: dict) -> tuple[str, str] | None:
 
     header = ["width", "depth", "params M", *[f"{n} (mean ± std)" for n in names],
               *[f"{n} − {first} (± s.e., seeds)" for n in names[1:]]]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    body = []
     for w in widths:
         for d in depths:
             if (w, d) not in params:
@@ -174,10 +171,10 @@ def compare_grid_table(board: dict) -> tuple[str, str] | None:
                 shared = [s for s in ours if s in base]
                 cells.append(f"{spread([ours[s] - base[s] for s in shared], error=True)} ({len(shared)})"
                              if shared else "—")
-            lines.append("| " + " | ".join(cells) + " |")
+            body.append(cells)
     caption = f"DynaBERT sub-networks: each run's {primary} over seeds" + (
         ", and each run's difference from the first paired by seed" if len(names) > 1 else "")
-    return caption, "\n".join(lines) + "\n"
+    return caption, "\n".join(markdown_table(header, body)) + "\n"
 
 
 def compare_grid_figure(board: dict, path: Path) -> Path | None:
