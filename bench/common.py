@@ -25,6 +25,8 @@ import torch
 import transformers
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
 
+from kdkit.report.results import markdown_table as markdown_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 # quick and tiny runs are smoke tests; they never overwrite a real measurement
@@ -242,12 +244,11 @@ def describe_machine(info: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A benchmark's rows (dicts with the same keys) as a Markdown table, drawn by kdkit's own table helper."""
     if not rows:
         return ""
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown_lines(columns, [[_cell(row.get(c)) for c in columns] for row in rows]))
 
 
 def _cell(value: Any) -> str:

@@ -17,7 +17,7 @@ def _run(name: str, tmp_path) -> dict:
     written = main([name, "--quick", "--tiny", "--out", str(tmp_path), "--device", "cpu"])
     assert written[name] == tmp_path / f"{name}.json"
     markdown = (tmp_path / f"{name}.md").read_text()
-    assert "smoke run" in markdown and "|---|" in markdown
+    assert "smoke run" in markdown and "| --- |" in markdown
     payload = json.loads(written[name].read_text())
     assert payload["benchmark"] == name
     assert payload["mode"] == {"quick": True, "tiny": True, "device": "cpu"}
