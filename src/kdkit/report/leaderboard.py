@@ -384,13 +384,14 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             students.append({**row, "variant": variant, "dirs": []})
     students.sort(key=lambda row: -row["score_mean"])
     base = next((row for row in students if row["run"] == baseline), None)
+    read: dict = {}  # the baseline's per_query.json is in every interval: read each folder once
     for row in students:
         row["delta"] = row["score_mean"] - base["score_mean"] if base else None
         both = (base is not None and row is not base
                 and row["score_std"] is not None and base["score_std"] is not None)
         row["delta_std"] = math.sqrt(row["score_std"] ** 2 / row["n"] + base["score_std"] ** 2 / base["n"]) \
             if both else None
-        row["delta_ci"] = _interval(row, base, primary) if base is not None and row is not base \
+        row["delta_ci"] = _interval(row, base, primary, read) if base is not None and row is not base \
             and row["delta_std"] is None and not row.get("variant") else None
     rows += students
     for row in rows:
@@ -406,9 +407,11 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             "paired": paired_differences(results, pairs, primary)}
 
 
-def _interval(row: dict, base: dict, metric: str, n: int = 10_000) -> list[float] | None:
-    """:func:`kdkit.report.seeds.paired_interval` of two leaderboard rows (their seeds and run folders)."""
-    return paired_interval(dict(zip(row["seeds"], row["dirs"])), dict(zip(base["seeds"], base["dirs"])), metric, n)
+def _interval(row: dict, base: dict, metric: str, read: dict, n: int = 10_000) -> list[float] | None:
+    """:func:`kdkit.report.seeds.paired_interval` of two leaderboard rows (their seeds and run folders); ``read``
+    is shared between the rows' calls."""
+    return paired_interval(dict(zip(row["seeds"], row["dirs"])), dict(zip(base["seeds"], base["dirs"])), metric, n,
+                           read=read)
 
 
 def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: list[str], alpha: float) -> dict:
