@@ -42,6 +42,13 @@ def test_compare_recipes_with_seeds_then_comparison_file_reuses_them(tiny_recipe
     assert all(r["seeds"] == [0] for r in board["rows"] if r["role"] == "student")
     assert not (out / "kd" / "seed-2").exists()
 
+    # --finished-only: the document of seeds 0 and 1, seed 2 named as not finished and still not trained
+    code, stdout, err = run_cli(["compare", str(spec), "--finished-only", "--document", str(tmp_path / "doc.md")],
+                                capsys)
+    assert code == 0, err
+    assert "Not finished yet, so not in these tables: kd seed 2, ce seed 2." in (tmp_path / "doc.md").read_text()
+    assert not (out / "kd" / "seed-2").exists()
+
 
 def test_compare_errors_are_one_line_exit_2(tiny_recipe, tmp_path, capsys):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe)
@@ -53,3 +60,5 @@ def test_compare_errors_are_one_line_exit_2(tiny_recipe, tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and "repeats a seed" in err
     code, _, err = run_cli(["compare", str(spec), str(path)], capsys)
     assert code == 2 and "give it alone" in err
+    code, _, err = run_cli(["compare", str(path), "--finished-only", "--overwrite"], capsys)
+    assert code == 2 and "--overwrite has nothing to redo" in err and "Traceback" not in err

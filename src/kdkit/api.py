@@ -150,12 +150,13 @@ def quickstart(output_dir: str | Path | None = None, overrides: list[str] | None
 
 def compare(source: str | Path | dict | list, seeds: list[int] | None = None, overrides: list[str] | None = None,
             *, output_dir: str | Path | None = None, name: str | None = None, alpha: float | None = None,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, finished_only: bool = False) -> dict:
     """``kdkit compare``: every run × seed of a comparison, then the leaderboard (see :mod:`kdkit.report.leaderboard`).
 
     ``source`` is a comparison file or mapping (``runs``/``grid``), or a list of recipes (files, shipped names or
     mappings), one run each. ``seeds``, ``output_dir``, ``name`` and ``alpha`` replace the comparison's own;
-    ``overrides`` (``key=value``) apply to every run after its own ``set``. Finished runs are reused.
+    ``overrides`` (``key=value``) apply to every run after its own ``set``. Finished runs are reused;
+    ``finished_only`` trains nothing and tabulates just those (the board's ``left_out`` names the rest).
     """
     from kdkit.report import leaderboard as comparing
 
@@ -167,8 +168,8 @@ def compare(source: str | Path | dict | list, seeds: list[int] | None = None, ov
         updates = {k: v for k, v in {**fields, "seeds": seeds}.items() if v is not None}
         if updates:
             comparison = comparing.parse_comparison({**comparison.model_dump(), **updates})
-    return _with_task_extras(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
-                             comparison.resolved_output_dir())
+    return _with_task_extras(comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite,
+                                               finished_only=finished_only), comparison.resolved_output_dir())
 
 
 def _with_task_extras(board: dict, out: Path) -> dict:
@@ -192,17 +193,18 @@ def _with_task_extras(board: dict, out: Path) -> dict:
 
 def compare_document(sources: list[str | Path], document: str | Path, overrides: list[str] | None = None, *,
                      title: str = "Results", preamble: str = "", overwrite: bool = False,
-                     seeds: list[int] | None = None) -> Path:
+                     seeds: list[int] | None = None, finished_only: bool = False) -> Path:
     """``kdkit compare A.yaml B.yaml --document docs/results.md``: run (or reuse) every comparison file in turn,
     then write one markdown document with a section per comparison (see
     :func:`kdkit.report.leaderboard.render_document`). ``seeds`` replace every file's own. Every file is validated
-    before the first run trains."""
+    before the first run trains. ``finished_only``: train nothing; each section shows its finished runs and names
+    the rest."""
     from kdkit.report import leaderboard as comparing
 
     comparisons = [comparing.load_comparison(source) for source in sources]
     if seeds:
         comparisons = [comparing.parse_comparison({**c.model_dump(), "seeds": seeds}) for c in comparisons]
     sections = [(comparison, _with_task_extras(
-        comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite),
+        comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite, finished_only=finished_only),
         comparison.resolved_output_dir())) for comparison in comparisons]
     return comparing.render_document(sections, Path(document), title=title, preamble=preamble)

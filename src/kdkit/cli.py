@@ -305,7 +305,11 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
             document: Optional[str] = typer.Option(None, help="With several comparison files: also write one "
                                                               "markdown document of all their leaderboards here."),
             preamble: Optional[str] = typer.Option(None, help="With --document: a markdown file whose text "
-                                                              "opens the document.")) -> None:
+                                                              "opens the document."),
+            finished_only: bool = typer.Option(False, "--finished-only",
+                                               help="Train nothing: the tables of the runs finished so far, naming "
+                                                    "the rest (to look at a comparison another process runs).")
+            ) -> None:
     """Run recipes × seeds (finished runs are reused) and write leaderboard.md/.html/.json and pareto.png."""
     from kdkit import api
     from kdkit.config import resolve_recipe_path
@@ -325,6 +329,8 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
     bad_seed = next((seed for seed in seed_list if not 0 <= seed <= SEED_MAX), None)
     if bad_seed is not None:
         raise ConfigError(f"compare --seeds {shorten(bad_seed)}: a seed is an integer in 0..{SEED_MAX}")
+    if finished_only and overwrite:
+        raise ConfigError("compare: --finished-only trains nothing, so --overwrite has nothing to redo; give one")
     if document is not None:
         not_comparisons = [item for item in sources if not is_comparison_file(item)]
         if not_comparisons:
@@ -334,7 +340,7 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
             raise ConfigError(f"compare --preamble: '{preamble}' is not a file")
         text = Path(preamble).read_text(encoding="utf-8") if preamble else ""
         path = api.compare_document(sources, document, set_, preamble=text, overwrite=overwrite,
-                                    seeds=seed_list or None)
+                                    seeds=seed_list or None, finished_only=finished_only)
         print(f"written: {path}")
         return
     if len(sources) == 1 and is_comparison_file(sources[0]):
@@ -352,7 +358,7 @@ def compare(sources: list[str] = typer.Argument(..., help="One comparison YAML (
 
     try:
         board = api.compare(source, seed_list or None, set_, output_dir=output_dir, name=name, alpha=alpha,
-                            overwrite=overwrite)
+                            overwrite=overwrite, finished_only=finished_only)
     except RunInterrupted as err:  # compare has no --resume: running it again resumes interrupted runs
         err.hint = "run the same `kdkit compare` again to resume"
         raise

@@ -104,6 +104,29 @@ def test_interrupted_run_is_resumed_and_changed_recipe_is_refused(tiny_recipe, t
     assert "temperature: 4.0" in (run / "recipe.yaml").read_text()
 
 
+def test_finished_only_tabulates_what_is_done_trains_nothing_and_names_the_rest(tiny_recipe, tmp_path):
+    cmp = {**_comparison(tiny_recipe, tmp_path), "baseline": "ce-only", "contrasts": [["kd-t2", "ce-only"]]}
+    with pytest.raises(ConfigError, match=r"no run of 'tiny-compare' has finished yet \(4 to do\)"):
+        api.compare(cmp, finished_only=True)
+    assert not (tmp_path / "cmp" / "kd-t2").exists()  # refused before anything was written
+    api.compare({**cmp, "runs": cmp["runs"][:1], "baseline": None, "contrasts": []})  # kd-t2, seeds 0 and 1
+    interrupted = tmp_path / "cmp" / "kd-t2" / "seed-1"
+    (interrupted / "report.json").unlink()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("*") if "seed-" in str(p)}
+    board = api.compare(cmp, finished_only=True)
+    # the baseline and the contrast's other side are left out: no Δ, no pair, and nothing trained or resumed
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp").rglob("*") if "seed-" in str(p)} == before
+    assert not (tmp_path / "cmp" / "ce-only").exists() and not (interrupted / "report.json").exists()
+    assert board["left_out"] == ["kd-t2 seed 1", "ce-only seed 0", "ce-only seed 1"]
+    students = [row for row in board["rows"] if row["role"] == "student"]
+    assert [(row["run"], row["n"], row["delta"]) for row in students] == [("kd-t2", 1, None)]
+    assert board["paired"] == []
+    line = "Not finished yet, so not in these tables: kd-t2 seed 1, ce-only seed 0, ce-only seed 1."
+    assert line in (tmp_path / "cmp" / "leaderboard.md").read_text()
+    assert line in (tmp_path / "cmp" / "leaderboard.html").read_text()
+    assert api.compare(cmp)["left_out"] == []  # without the flag the rest is trained (and resumed) as usual
+
+
 def test_a_key_added_since_a_run_was_made_counts_at_its_default(tiny_recipe, tmp_path):
     cmp = _comparison(tiny_recipe, tmp_path)
     cmp["runs"], cmp["seeds"] = cmp["runs"][:1], [0]

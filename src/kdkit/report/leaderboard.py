@@ -213,11 +213,12 @@ def run_state(folder: Path, recipe_yaml: str) -> str:
 
 
 def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: list[str] | None = None,
-            overwrite: bool = False) -> dict[str, list[dict]]:
+            overwrite: bool = False, finished_only: bool = False) -> dict[str, list[dict]]:
     """Train (or reuse) every (run, seed); return ``{run name: [{seed, status, dir, report}, ...]}``.
 
     Every recipe is resolved and every existing folder checked before the first run trains, so a typo or a stale
-    folder fails in seconds, not after hours of earlier runs.
+    folder fails in seconds, not after hours of earlier runs. ``finished_only``: train nothing; a (run, seed) not
+    finished yet is listed with status ``left out`` and no ``report`` (:func:`finished_results` splits them off).
     """
     out = comparison.resolved_output_dir()
     plan = []
@@ -236,6 +237,9 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
     todo = sum(state != "finished" for *_, state in plan)
     done = 0
     for name, seed, folder, recipe, state in plan:
+        if state != "finished" and finished_only:
+            results.setdefault(name, []).append({"seed": seed, "status": "left out", "dir": str(folder)})
+            continue
         if state == "finished":
             status = "reused"
             report = json.loads((folder / "report.json").read_text())
@@ -248,6 +252,18 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
             report = distill(recipe, resume=resume, overwrite=not resume and state != "new")
         results.setdefault(name, []).append({"seed": seed, "status": status, "dir": str(folder), "report": report})
     return results
+
+
+def finished_results(results: dict[str, list[dict]], name: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """Split :func:`run_all`'s ``finished_only`` results: the finished runs (a run with no finished seed dropped)
+    and ``"<run> seed <s>"`` for each one left out; a ConfigError when nothing of comparison ``name`` is finished."""
+    left_out = [f"{run} seed {item['seed']}" for run, items in results.items() for item in items
+                if "report" not in item]
+    done = {run: kept for run, items in results.items() if (kept := [item for item in items if "report" in item])}
+    if not done:
+        raise ConfigError(f"compare --finished-only: no run of '{name}' has finished yet ({len(left_out)} to do); "
+                          f"run it without --finished-only to train them")
+    return done, left_out
 
 
 def expand_generations(results: dict[str, list[dict]], baseline: str | None = None
@@ -522,8 +538,14 @@ def _seed_tables(board: dict) -> list[str]:
 
 def render_markdown(board: dict, title: str = "Leaderboard") -> str:
     header, body = _table(board)
-    lines = [f"# {title}", ""] + markdown_table(header, body)
+    lines = [f"# {title}", ""] + _left_out(board) + markdown_table(header, body)
     return "\n".join(lines + ["", *_seed_tables(board), _note([board]), ""])
+
+
+def _left_out(board: dict) -> list[str]:
+    """A paragraph naming the (run, seed)s a ``--finished-only`` table lacks (none: no lines)."""
+    missing = board.get("left_out") or []
+    return [f"Not finished yet, so not in these tables: {', '.join(missing)}.", ""] if missing else []
 
 
 def render_html(board: dict, title: str = "Leaderboard") -> str:
@@ -543,6 +565,7 @@ def render_html(board: dict, title: str = "Leaderboard") -> str:
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>"
             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;text-align:right}"
             "td:first-child{text-align:left}</style></head><body>\n<h1>" + html.escape(title) + "</h1>\n"
+            + "".join(f"<p>{html.escape(line)}</p>\n" for line in _left_out(board) if line)
             + table(header, body) + extra + "<p>" + html.escape(_note([board])) + "</p>\n</body></html>\n")
 
 
@@ -719,7 +742,7 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
         lines += [f"## {comparison.name}", ""]
         if comparison.description:
             lines += [comparison.description.strip(), ""]
-        lines += markdown_table(header, body) + [""]
+        lines += _left_out(board) + markdown_table(header, body) + [""]
         versus = _versus_baseline(board)
         if versus:
             lines += [versus, ""]
@@ -742,13 +765,18 @@ def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: 
 
 
 def compare(comparison: Comparison, distill: Callable[..., dict], *, overrides: list[str] | None = None,
-            overwrite: bool = False) -> dict:
-    """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict."""
-    results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite)
+            overwrite: bool = False, finished_only: bool = False) -> dict:
+    """Run (or reuse) every run × seed, then write the leaderboard files; return the leaderboard dict.
+
+    ``finished_only``: train nothing and make the tables of the runs finished so far (to look at a long comparison
+    while another process runs it); the board's ``left_out`` names the (run, seed)s missing from them."""
+    results = run_all(comparison, distill, overrides=overrides, overwrite=overwrite, finished_only=finished_only)
+    results, left_out = finished_results(results, comparison.name) if finished_only else (results, [])
     results, baseline = expand_generations(results, comparison.baseline)
     # a contrast naming a born-again run means its generation 0, as the baseline does
     contrasts = [tuple(side if side in results else f"{side} gen 0" for side in pair) for pair in comparison.contrasts]
-    board = leaderboard(results, comparison.alpha, baseline, contrasts)
+    contrasts = [pair for pair in contrasts if all(side in results for side in pair)]  # a side may be left out
+    board = {**leaderboard(results, comparison.alpha, baseline, contrasts), "left_out": left_out}
     out = comparison.resolved_output_dir()
     paths = write_leaderboard(out, board, comparison.name)
     return {"name": comparison.name, **board, "files": {k: str(v) for k, v in paths.items()}}
