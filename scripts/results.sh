@@ -13,6 +13,8 @@
 # `multimodal` docs/msd_results.md (issue 19: MSD on emoji and clothing reviews),
 # `ckd` docs/ckd_results.md (issue 16: CKD at the released code's setting, KD vs CKD on 3- and 4-layer students,
 # TinyBERT's two stages, the DynaBERT grid with KD and with CKD).
+# After `retrieval` or `dataset-distillation`, further arguments go to `kdkit compare`, e.g. `--finished-only` for the
+# document of the runs finished so far (the rest named, not trained).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -21,7 +23,7 @@ if [ "${1:-}" = retrieval ]; then
     [ -f "$archive" ] && tar -xzkf "$archive" 2>/dev/null || true
   done
   exec .venv/bin/kdkit compare experiments/tune_tct_bbc_seeds.yaml experiments/compare_tct_bbc.yaml \
-       --document docs/retrieval.md --preamble experiments/retrieval_preamble.md
+       --document docs/retrieval.md --preamble experiments/retrieval_preamble.md "${@:2}"
 fi
 if [ "${1:-}" = generation ]; then
   exec .venv/bin/kdkit compare experiments/compare_gen15_bbc.yaml experiments/compare_noisy_bbc.yaml \
@@ -48,7 +50,7 @@ if [ "${1:-}" = dataset-distillation ]; then  # issue 18: MNIST (tuning on valid
        experiments/compare_dd_mnist.yaml \
        experiments/compare_dd_digits.yaml experiments/compare_dd_fashion.yaml experiments/compare_dd_fashion_100.yaml \
        experiments/compare_dd_text.yaml \
-       --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md
+       --document docs/dataset_distillation_results.md --preamble experiments/dd_preamble.md "${@:2}"
 fi
 if [ "${1:-}" = dual-policy-distillation ]; then  # issue 20: DPD vs one learner (PPO, TD3), HalfCheetah-v5, Hopper-v5
   for archive in experiments/cpu_runs/dpd-*.tgz; do  # the finished runs' small files: reused, not trained again

@@ -42,12 +42,21 @@ def test_compare_recipes_with_seeds_then_comparison_file_reuses_them(tiny_recipe
     assert all(r["seeds"] == [0] for r in board["rows"] if r["role"] == "student")
     assert not (out / "kd" / "seed-2").exists()
 
-    # --finished-only: the document of seeds 0 and 1, seed 2 named as not finished and still not trained
-    code, stdout, err = run_cli(["compare", str(spec), "--finished-only", "--document", str(tmp_path / "doc.md")],
-                                capsys)
+    # --finished-only: the document of seeds 0 and 1, seed 2 named as not finished and still not trained; a
+    # comparison with no finished run is named, without a table
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(yaml.safe_dump({"name": "not started", "output_dir": str(tmp_path / "fresh"), "runs": runs}))
+    code, stdout, err = run_cli(["compare", str(spec), str(fresh), "--finished-only", "--document",
+                                 str(tmp_path / "doc.md")], capsys)
     assert code == 0, err
-    assert "Not finished yet, so not in these tables: kd seed 2, ce seed 2." in (tmp_path / "doc.md").read_text()
-    assert not (out / "kd" / "seed-2").exists()
+    document = (tmp_path / "doc.md").read_text()
+    assert "Not finished yet, so not in these tables: kd seed 2, ce seed 2." in document
+    assert "No run finished yet, so no table here: not started." in document and "## not started" not in document
+    assert not (out / "kd" / "seed-2").exists() and not (tmp_path / "fresh").exists()
+    code, _, err = run_cli(["compare", str(fresh), str(fresh), "--finished-only", "--document",
+                            str(tmp_path / "none.md")], capsys)
+    assert code == 2 and "no run of any of the 2 comparisons has finished yet" in err
+    assert not (tmp_path / "none.md").exists()
 
 
 def test_compare_errors_are_one_line_exit_2(tiny_recipe, tmp_path, capsys):

@@ -204,7 +204,19 @@ def compare_document(sources: list[str | Path], document: str | Path, overrides:
     comparisons = [comparing.load_comparison(source) for source in sources]
     if seeds:
         comparisons = [comparing.parse_comparison({**c.model_dump(), "seeds": seeds}) for c in comparisons]
-    sections = [(comparison, _with_task_extras(
-        comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite, finished_only=finished_only),
-        comparison.resolved_output_dir())) for comparison in comparisons]
-    return comparing.render_document(sections, Path(document), title=title, preamble=preamble)
+    sections, not_run, last = [], [], None
+    for comparison in comparisons:
+        try:
+            board = comparing.compare(comparison, distill, overrides=overrides, overwrite=overwrite,
+                                      finished_only=finished_only)
+        except comparing.NothingFinished as err:
+            if len(comparisons) == 1:
+                raise
+            not_run.append(comparison.name)
+            last = err
+            continue
+        sections.append((comparison, _with_task_extras(board, comparison.resolved_output_dir())))
+    if not sections:
+        raise comparing.NothingFinished(f"compare --finished-only: no run of any of the {len(comparisons)} "
+                                        f"comparisons has finished yet ({', '.join(not_run)})") from last
+    return comparing.render_document(sections, Path(document), title=title, preamble=preamble, not_run=not_run)

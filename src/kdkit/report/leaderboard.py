@@ -254,6 +254,10 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
     return results
 
 
+class NothingFinished(ConfigError):
+    """``--finished-only`` on a comparison none of whose runs has finished (a document leaves it out, naming it)."""
+
+
 def finished_results(results: dict[str, list[dict]], name: str) -> tuple[dict[str, list[dict]], list[str]]:
     """Split :func:`run_all`'s ``finished_only`` results: the finished runs (a run with no finished seed dropped)
     and ``"<run> seed <s>"`` for each one left out; a ConfigError when nothing of comparison ``name`` is finished."""
@@ -261,7 +265,7 @@ def finished_results(results: dict[str, list[dict]], name: str) -> tuple[dict[st
                 if "report" not in item]
     done = {run: kept for run, items in results.items() if (kept := [item for item in items if "report" in item])}
     if not done:
-        raise ConfigError(f"compare --finished-only: no run of '{name}' has finished yet ({len(left_out)} to do); "
+        raise NothingFinished(f"compare --finished-only: no run of '{name}' has finished yet ({len(left_out)} to do); "
                           f"run it without --finished-only to train them")
     return done, left_out
 
@@ -724,14 +728,17 @@ def _versus_baseline(board: dict) -> str:
 
 
 def render_document(sections: list[tuple[Comparison, dict]], path: Path, title: str = "Results",
-                    preamble: str = "") -> Path:
+                    preamble: str = "", not_run: list[str] | None = None) -> Path:
     """One markdown document for several comparisons (``kdkit compare A.yaml B.yaml --document docs/results.md``):
     per comparison its description, leaderboard table, the runs above/below its baseline and its chart
-    (next to the document as ``<stem>/<name>.png``, with the leaderboard's numbers as ``<stem>/<name>.json``)."""
+    (next to the document as ``<stem>/<name>.png``, with the leaderboard's numbers as ``<stem>/<name>.json``).
+    ``not_run``: the names of comparisons with no finished run (``--finished-only``), said under the preamble."""
     path = Path(path)
     figures = path.parent / path.stem
     figures.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", ""] + ([preamble.strip(), ""] if preamble.strip() else [])
+    if not_run:
+        lines += [f"No run finished yet, so no table here: {', '.join(not_run)}.", ""]
     for comparison, board in sections:
         header, body = _table(board)
         png = figures / f"{_folder_name(comparison.name)}.png"
