@@ -232,15 +232,14 @@ BOMB = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
 
 def test_an_alias_bomb_fails_fast_without_expanding(tmp_path):
     path = _file(tmp_path, BOMB)
-    tracemalloc.start()
-    started = time.perf_counter()
+    tracemalloc.start()  # expanded, the bomb would be 9**9 values: its small peak memory shows it was not
     try:
         with pytest.raises(ConfigError) as info:
             read_recipe_file(path)
-        elapsed, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0 and peak < 20 * 2**20, (elapsed, peak)
+    assert peak < 20 * 2**20, peak
     assert str(info.value) == (f"recipe file '{path}' expands its YAML aliases to more than 10000 values (alias *d, "
                                f"line 5); write the values out")
 

@@ -127,6 +127,21 @@ def test_finished_only_tabulates_what_is_done_trains_nothing_and_names_the_rest(
     assert api.compare(cmp)["left_out"] == []  # without the flag the rest is trained (and resumed) as usual
 
 
+def test_a_run_limited_to_some_seeds_trains_and_shows_only_those(tiny_recipe, tmp_path, capsys):
+    cmp = _comparison(tiny_recipe, tmp_path)
+    cmp["runs"][0]["seeds"] = [1, 7]  # seed 7 is not the comparison's: ignored
+    board = api.compare(cmp)
+    assert "run 'kd-t2' limited to seeds [1] (its own 'seeds': [1, 7])" in capsys.readouterr().out
+    rows = {row["run"]: row for row in board["rows"] if row["role"] == "student"}
+    assert rows["kd-t2"]["seeds"] == [1] and rows["ce-only"]["seeds"] == [0, 1]
+    assert not (tmp_path / "cmp" / "kd-t2" / "seed-0").exists()
+    per_seed = {row["run"]: row["values"]["accuracy"] for row in board["per_seed"]["rows"]}
+    assert set(per_seed["kd-t2"]) == {1} and set(per_seed["ce-only"]) == {0, 1}
+    assert "| kd-t2 | — / " in (tmp_path / "cmp" / "leaderboard.md").read_text()  # seed 0: a dash, not a number
+    with pytest.raises(ConfigError, match=r"'seeds' repeats a seed: \[1, 1\]"):
+        parse_comparison({**cmp, "runs": [{**cmp["runs"][0], "seeds": [1, 1]}]})
+
+
 def test_a_key_added_since_a_run_was_made_counts_at_its_default(tiny_recipe, tmp_path):
     cmp = _comparison(tiny_recipe, tmp_path)
     cmp["runs"], cmp["seeds"] = cmp["runs"][:1], [0]

@@ -61,11 +61,23 @@ _Strict = Strict  # the recipe sections' base: unknown keys, NaN/inf and boolean
 
 
 class RunSpec(_Strict):
-    """One row of the leaderboard: a recipe (file, shipped name or inline mapping) and its overrides."""
+    """One row of the leaderboard: a recipe (file, shipped name or inline mapping) and its overrides. ``seeds``
+    (optional) limits the run to those of the comparison's seeds, e.g. a setting that one seed already ruled out."""
 
     name: str = Field(min_length=1)
     recipe: RecipeSource
     set: list[str] = Field(default_factory=list)
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> "RunSpec":
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"run '{self.name}': 'seeds' repeats a seed: {self.seeds}")
+        return self
+
+    def seeds_of(self, seeds: list[int]) -> list[int]:
+        """Which of the comparison's ``seeds`` this run is trained with."""
+        return list(seeds) if self.seeds is None else [seed for seed in seeds if seed in self.seeds]
 
 
 class GridSpec(_Strict):
@@ -223,7 +235,10 @@ def run_all(comparison: Comparison, distill: Callable[..., dict], *, overrides: 
     out = comparison.resolved_output_dir()
     plan = []
     for run in comparison.expanded_runs():
-        for seed in comparison.seeds:
+        if run.seeds is not None:
+            print(f"[kdkit] compare: run '{run.name}' limited to seeds {run.seeds_of(comparison.seeds)} "
+                  f"(its own 'seeds': {run.seeds})")
+        for seed in run.seeds_of(comparison.seeds):
             folder = out / _folder_name(run.name) / f"seed-{seed}"
             extra = [*comparison.set, *run.set, *(overrides or []), f"training.seed={seed}", f"output_dir={folder}"]
             recipe = load_recipe(run.recipe, extra)
