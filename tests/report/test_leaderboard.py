@@ -340,6 +340,32 @@ def test_untrained_references_become_rows_counted_once_per_seed_with_their_index
     assert [row["role"] for row in board["rows"]] == ["teacher", "reference", "student", "student"]
 
 
+def test_untrained_models_scored_under_different_settings_get_a_row_each_named_by_the_setting(tmp_path):
+    def item(name, seed, max_length, zero_shot, teacher_mrr):
+        folder = tmp_path / name / f"seed-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "recipe.yaml").write_text(yaml.safe_dump({"data": {"max_length": max_length, "seed": 0},
+                                                            "evaluation": {"split": "validation"},
+                                                            "training": {"seed": seed}}))
+        found = _retrieval(0.35, teacher_mrr=teacher_mrr)
+        found["references"] = {"BM25": _entry(0.30, 0, 0.0002, "mrr@10"),  # BM25 cuts no passage: alike
+                               "zero-shot": _entry(zero_shot, 10, 0.001, "mrr@10")}
+        return {"seed": seed, "status": "trained", "dir": str(folder), "report": found}
+
+    results = {"long": [item("long", 0, 256, 0.20, 0.41)],
+               "short": [item("short", 0, 128, 0.25, 0.40), item("short", 1, 128, 0.25, 0.40)]}
+    rows = {row["run"]: row for row in leaderboard(results)["rows"] if row["role"] != "student"}
+    assert set(rows) == {"reference: BM25", "reference: zero-shot · data.max_length=256",
+                         "reference: zero-shot · data.max_length=128", "teacher: m · data.max_length=256",
+                         "teacher: m · data.max_length=128"}
+    assert rows["reference: zero-shot · data.max_length=128"]["score_mean"] == pytest.approx(0.25)
+    assert rows["reference: zero-shot · data.max_length=256"]["n"] == 1 and rows["reference: BM25"]["n"] == 2
+    assert rows["teacher: m · data.max_length=256"]["score_mean"] == pytest.approx(0.41)
+    # the same teacher scored alike under both settings (it reads no passage the cut changes): one row
+    results["long"][0]["report"]["teacher"] = results["short"][0]["report"]["teacher"]
+    assert [row["run"] for row in leaderboard(results)["rows"] if row["role"] == "teacher"] == ["teacher: m"]
+
+
 def test_runs_scored_on_different_primary_metrics_are_refused():
     results = {"kd": [_item(_report(0.7))], "retrieval": [_item(_retrieval(0.3))]}
     with pytest.raises(ConfigError, match="different primary metrics \\(kd: accuracy, retrieval: mrr@10\\)"):

@@ -372,36 +372,56 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     primary = _primary_metric(results)
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
-    teachers: dict[str, list[dict]] = {}
-    for item in (item for items in results.values() for item in items):
-        report = item["report"]
-        if report.get("teacher") is None:
-            continue
-        teachers.setdefault(str(report.get("teacher_source", report["teacher"]["name"])), []).append(item)
+    measured_on = {id(item): _measured_on(item) for items in results.values() for item in items}
+    with_teacher = [item for items in results.values() for item in items if item["report"].get("teacher")]
+    scored: dict[str, set[str]] = {}  # a teacher scored alike under every setting keeps one row
+    for item in with_teacher:
+        source = str(item["report"].get("teacher_source", item["report"]["teacher"]["name"]))
+        scored.setdefault(source, set()).add(_key(metrics_of(item["report"]["teacher"])))
+    teachers: dict[tuple[str, str], list[dict]] = {}
+    settings: dict[tuple[str, str], dict | None] = {}
+    for item in with_teacher:
+        source = str(item["report"].get("teacher_source", item["report"]["teacher"]["name"]))
+        setting = measured_on[id(item)] if len(scored[source]) > 1 else None
+        teachers.setdefault((source, _key(setting)), []).append(item)
+        settings[source, _key(setting)] = setting
+    teacher_labels = _setting_labels(settings)
     rows = []
-    for source, items in teachers.items():
-        # the teacher is measured once per (run, seed); all of those evaluations go into its row
+    for (source, setting), items in teachers.items():
+        # the teacher is measured once per (run, seed) and its data/evaluation settings; those evaluations go into
+        # its row (runs that score it differently, e.g. on longer passages, get a row each, named by the setting)
         entries = [item["report"]["teacher"] for item in items]
         scores = [metrics_of(entry)[primary] for entry in entries]
         mean, std = _mean_std(scores)
         if len(set(scores)) == 1:
             std = None  # one model scored identically by every run: no spread to show
-        rows.append({"run": f"teacher: {entries[0]['name']}", "role": "teacher", "teacher": source,
+        rows.append({"run": f"teacher: {entries[0]['name']}{teacher_labels[source, setting]}", "role": "teacher",
+                     "teacher": source,
                      "n": len({item["seed"] for item in items}), "evaluations": len(entries),
                      "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": mean,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
                      "params": entries[0]["params"], "index_mb": _median_of(entries, "index_mb"),
                      "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
-    references: dict[str, list[tuple[int, dict]]] = {}  # untrained systems measured beside (BM25, zero-shot)
+    # untrained systems measured beside (BM25, zero-shot), a row per name and data/evaluation setting
+    references: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+    settings, scored = {}, {}  # a reference scored alike under every setting (BM25 cuts no passage) keeps one row
     for item in (item for items in results.values() for item in items):
         for name, entry in (item["report"].get("references") or {}).items():
-            references.setdefault(name, []).append((item["seed"], entry))
-    for name, measured in references.items():
+            scored.setdefault(name, set()).add(_key(metrics_of(entry)))
+    for item in (item for items in results.values() for item in items):
+        for name, entry in (item["report"].get("references") or {}).items():
+            setting = measured_on[id(item)] if len(scored[name]) > 1 else None
+            key = (name, _key(setting))
+            references.setdefault(key, []).append((item["seed"], entry))
+            settings[key] = setting
+    reference_labels = _setting_labels(settings)
+    for (name, setting), measured in references.items():
         entries = [entry for _, entry in measured]
         scores = [metrics_of(entry)[primary] for entry in entries]
         mean, std = _mean_std(scores)
-        rows.append({"run": f"reference: {name}", "role": "reference", "teacher": "",
+        rows.append({"run": f"reference: {name}{reference_labels[name, setting]}", "role": "reference",
+                     "teacher": "",
                      "n": len({seed for seed, _ in measured}),
                      "evaluations": len(entries), "score_mean": mean, "score_std": None if len(set(scores)) == 1
                      else std, "scores": scores, "teacher_score": None,
@@ -440,6 +460,48 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     return {"primary_metric": primary, "alpha": alpha, "baseline": baseline, "batch_sizes": [int(b) for b in sizes],
             "std": "sample (n-1)", "rows": rows, "per_seed": per_seed(results, primary) if several else None,
             "paired": paired_differences(results, pairs, primary)}
+
+
+def _measured_on(item: dict) -> dict | None:
+    """What decides how a run scores an untrained model (its teacher, a reference): the ``data`` and ``evaluation``
+    sections of the run's ``recipe.yaml``; None when the run folder has none."""
+    path = Path(item.get("dir") or "") / "recipe.yaml"
+    if not item.get("dir") or not path.is_file():
+        return None
+    recipe = yaml.safe_load(path.read_text()) or {}
+    return {section: recipe.get(section) for section in ("data", "evaluation")}
+
+
+def _key(setting: dict | None) -> str:
+    return json.dumps(setting, sort_keys=True, default=str)
+
+
+def _setting_labels(settings: dict[tuple[str, str], dict | None]) -> dict[tuple[str, str], str]:
+    """For ``{(name, key): setting}``: ``""`` for a name measured under one setting, else `` · key=value, ...``
+    naming the recipe keys in which that name's settings differ (e.g. `` · data.max_length=256``)."""
+    by_name: dict[str, list[tuple[str, dict | None]]] = {}
+    for (name, key), setting in settings.items():
+        by_name.setdefault(name, []).append((key, setting))
+    labels = {}
+    for name, group in by_name.items():
+        first = group[0][1]
+        differing = sorted({k for _, setting in group[1:] for k, _, _ in recipe_differences(first, setting)})
+        for key, setting in group:
+            shown = [f"{k}={_scalar(_lookup(setting, k))}" for k in differing]
+            labels[name, key] = f" · {', '.join(shown)}" if len(group) > 1 else ""
+    return labels
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    """The value at a dotted key of :func:`kdkit.config.recipe_differences` (None where it is absent)."""
+    for part in dotted.split(".") if dotted != "<recipe>" else []:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
 
 
 def _interval(row: dict, base: dict, metric: str, read: dict, n: int = 10_000) -> list[float] | None:
