@@ -22,7 +22,8 @@ if [ "${1:-}" = retrieval ]; then
   for archive in experiments/cpu_runs/tct-*.tgz; do  # the finished runs' small files: reused, not trained again
     [ -f "$archive" ] && tar -xzkf "$archive" 2>/dev/null || true
   done
-  exec .venv/bin/kdkit compare experiments/tune_tct_bbc_seeds.yaml experiments/compare_tct_bbc.yaml \
+  exec .venv/bin/kdkit compare experiments/tune_tct_bbc_seeds.yaml experiments/tune_tct_bbc_more.yaml \
+       experiments/compare_tct_bbc.yaml \
        --document docs/retrieval.md --preamble experiments/retrieval_preamble.md "${@:2}"
 fi
 if [ "${1:-}" = generation ]; then
