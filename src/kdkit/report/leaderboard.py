@@ -372,25 +372,17 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     primary = _primary_metric(results)
     all_reports = [item["report"] for items in results.values() for item in items]
     sizes = _common_batch_sizes(all_reports)
-    measured_on = {id(item): _measured_on(item) for items in results.values() for item in items}
-    with_teacher = [item for items in results.values() for item in items if item["report"].get("teacher")]
-    scored: dict[str, set[str]] = {}  # a teacher scored alike under every setting keeps one row
-    for item in with_teacher:
-        source = str(item["report"].get("teacher_source", item["report"]["teacher"]["name"]))
-        scored.setdefault(source, set()).add(_key(metrics_of(item["report"]["teacher"])))
-    teachers: dict[tuple[str, str], list[dict]] = {}
-    settings: dict[tuple[str, str], dict | None] = {}
-    for item in with_teacher:
-        source = str(item["report"].get("teacher_source", item["report"]["teacher"]["name"]))
-        setting = measured_on[id(item)] if len(scored[source]) > 1 else None
-        teachers.setdefault((source, _key(setting)), []).append(item)
-        settings[source, _key(setting)] = setting
-    teacher_labels = _setting_labels(settings)
+    every = [item for items in results.values() for item in items]
+    measured_on = {id(item): _measured_on(item) for item in every}
+    # the teacher is measured once per (run, seed); those evaluations go into its row (runs that score it
+    # differently, e.g. on longer passages, get a row each, named by the setting)
+    teachers, teacher_labels = _by_setting(
+        [(str(item["report"].get("teacher_source", item["report"]["teacher"]["name"])), item,
+          item["report"]["teacher"]) for item in every if item["report"].get("teacher")], measured_on)
     rows = []
-    for (source, setting), items in teachers.items():
-        # the teacher is measured once per (run, seed) and its data/evaluation settings; those evaluations go into
-        # its row (runs that score it differently, e.g. on longer passages, get a row each, named by the setting)
-        entries = [item["report"]["teacher"] for item in items]
+    for (source, setting), measured in teachers.items():
+        items = [item for item, _ in measured]
+        entries = [entry for _, entry in measured]
         scores = [metrics_of(entry)[primary] for entry in entries]
         mean, std = _mean_std(scores)
         if len(set(scores)) == 1:
@@ -404,25 +396,16 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
                      "latency_ms": _latency_ms(entries, sizes),
                      "speedup": {b: 1.0 for b in sizes}, "dm": None})
     # untrained systems measured beside (BM25, zero-shot), a row per name and data/evaluation setting
-    references: dict[tuple[str, str], list[tuple[int, dict]]] = {}
-    settings, scored = {}, {}  # a reference scored alike under every setting (BM25 cuts no passage) keeps one row
-    for item in (item for items in results.values() for item in items):
-        for name, entry in (item["report"].get("references") or {}).items():
-            scored.setdefault(name, set()).add(_key(metrics_of(entry)))
-    for item in (item for items in results.values() for item in items):
-        for name, entry in (item["report"].get("references") or {}).items():
-            setting = measured_on[id(item)] if len(scored[name]) > 1 else None
-            key = (name, _key(setting))
-            references.setdefault(key, []).append((item["seed"], entry))
-            settings[key] = setting
-    reference_labels = _setting_labels(settings)
+    references, reference_labels = _by_setting(
+        [(name, item, entry) for item in every for name, entry in (item["report"].get("references") or {}).items()],
+        measured_on)
     for (name, setting), measured in references.items():
         entries = [entry for _, entry in measured]
         scores = [metrics_of(entry)[primary] for entry in entries]
         mean, std = _mean_std(scores)
         rows.append({"run": f"reference: {name}{reference_labels[name, setting]}", "role": "reference",
                      "teacher": "",
-                     "n": len({seed for seed, _ in measured}),
+                     "n": len({item["seed"] for item, _ in measured}),
                      "evaluations": len(entries), "score_mean": mean, "score_std": None if len(set(scores)) == 1
                      else std, "scores": scores, "teacher_score": None,
                      "metrics_mean": _other_means(entries, primary), "delta": None, "delta_std": None,
@@ -470,6 +453,23 @@ def _measured_on(item: dict) -> dict | None:
         return None
     recipe = yaml.safe_load(path.read_text()) or {}
     return {section: recipe.get(section) for section in ("data", "evaluation")}
+
+
+def _by_setting(measured: list[tuple[str, dict, dict]], measured_on: dict[int, dict | None]
+                ) -> tuple[dict[tuple[str, str], list[tuple[dict, dict]]], dict[tuple[str, str], str]]:
+    """Group ``(model name, run item, its entry)`` by name and the run's data/evaluation setting
+    (:func:`_measured_on`), a model scored alike under every setting in one group; with each group's label
+    (:func:`_setting_labels`)."""
+    scored: dict[str, set[str]] = {}
+    for name, _, entry in measured:
+        scored.setdefault(name, set()).add(_key(metrics_of(entry)))
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    settings: dict[tuple[str, str], dict | None] = {}
+    for name, item, entry in measured:
+        setting = measured_on[id(item)] if len(scored[name]) > 1 else None
+        groups.setdefault((name, _key(setting)), []).append((item, entry))
+        settings[name, _key(setting)] = setting
+    return groups, _setting_labels(settings)
 
 
 def _key(setting: dict | None) -> str:
