@@ -4,6 +4,7 @@ the saved set, resume, refusals."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from kdkit.losses.distilled_data import (distillation_loss, project_to_simplex, 
 from kdkit.tasks import get_task
 from kdkit.tasks.dataset_distillation import load_distilled, train_on_distilled
 from kdkit.tasks.dataset_distillation.data import load_images
+from kdkit.tasks.dataset_distillation import task as dd_task
 from kdkit.tasks.dataset_distillation.models import build_model
 from kdkit.tasks.dataset_distillation.task import accuracy, random_subset
 
@@ -147,6 +149,28 @@ def test_an_interrupted_run_resumes_to_the_same_set(tmp_path, monkeypatch):
     resumed = load_distilled(tmp_path / "b" / "run" / "distilled")[0]
     for name in ("images", "labels", "learning_rates"):
         assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
+
+
+def test_train_seconds_add_up_over_a_resume_without_the_lost_iterations(tmp_path, monkeypatch):
+    """A fake clock moves 10 s per outer iteration: 6 iterations, one of them lost to the interrupt (it came after
+    the checkpoint at iteration 3), give 60 s, not 70 and not the 30 of the resumed process alone."""
+    task, clock = get_task("dataset_distillation"), [0.0]
+    step, calls = type(task)._step, []
+
+    def timed(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        clock[0] += 10.0
+        return step(*args)
+
+    monkeypatch.setattr(dd_task, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(type(task), "_step", staticmethod(timed))
+    with pytest.raises(RunInterrupted):
+        task.run(load_recipe(_recipe(tmp_path)))
+    report = task.run(load_recipe(_recipe(tmp_path)), resume=True)
+    assert report["train_seconds"] == 60.0
+    assert "train_seconds: 60.0" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_keep_best_saves_the_set_of_the_best_validation_check(tmp_path, monkeypatch):

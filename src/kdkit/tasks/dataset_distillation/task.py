@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -281,7 +282,8 @@ class Selection:
 
 
 def save_checkpoint(out: Path, iteration: int, synthetic: SyntheticSet, optimizer, scheduler, log: list,
-                    selection: Selection) -> None:
+                    selection: Selection, seconds: float) -> None:
+    """Seal the state after ``iteration`` outer iterations; ``seconds``: the outer loop's wall time so far."""
     def write(folder: Path) -> None:
         save_file(synthetic.tensors(), folder / "synthetic.safetensors")
         if selection.best is not None:
@@ -289,14 +291,17 @@ def save_checkpoint(out: Path, iteration: int, synthetic: SyntheticSet, optimize
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                    folder / "optimizer.pt")
 
-    save_checkpoint_folder(out, iteration, write, {"iteration": iteration, "log": log, "checks": selection.checks})
+    save_checkpoint_folder(out, iteration, write, {"iteration": iteration, "log": log, "checks": selection.checks,
+                                                   "seconds": round(seconds, 3)})
 
 
 def load_checkpoint(folder: Path, soft: bool) -> tuple[int, SyntheticSet, dict, list, Selection]:
+    """What :func:`save_checkpoint` sealed; the dict is the optimizer and scheduler state plus ``seconds``."""
     synthetic = SyntheticSet.from_tensors(load_file(folder / "synthetic.safetensors"), soft)
     state = json.loads((folder / "state.json").read_text())
     best = load_file(folder / "best.safetensors") if (folder / "best.safetensors").exists() else None
-    return (state["iteration"], synthetic, torch.load(folder / "optimizer.pt", weights_only=True), state["log"],
+    optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+    return (state["iteration"], synthetic, {**optimizer, "seconds": state.get("seconds", 0.0)}, state["log"],
             Selection(state.get("checks"), best))
 
 
@@ -523,7 +528,7 @@ class DatasetDistillationTask(Task):
         cfg = recipe.training
         optimizer = torch.optim.Adam(synthetic.learnable, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.decay_every, cfg.decay_factor)
-        start, log, selection = 0, [], Selection()
+        start, log, selection, before = 0, [], Selection(), 0.0
         if resume:
             start, synthetic, state, log, selection = load_checkpoint(last_complete_checkpoint(out / "checkpoints"),
                                                                       dist.labels == "soft")
@@ -531,7 +536,8 @@ class DatasetDistillationTask(Task):
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.decay_every, cfg.decay_factor)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        iteration = start
+            before = state["seconds"]
+        iteration, started = start, time.perf_counter()
         try:
             with progress(total=cfg.iterations, initial=start, desc="distilling the data set", unit="it") as bar:
                 for iteration in range(start, cfg.iterations):
@@ -543,9 +549,11 @@ class DatasetDistillationTask(Task):
                     if cfg.keep == "best" and ((iteration + 1) % cfg.eval_steps == 0 or last):
                         selection.offer(iteration + 1, validation_score(recipe, data, synthetic), synthetic)
                     if (iteration + 1) % cfg.save_steps == 0 or last:
-                        save_checkpoint(out, iteration + 1, synthetic, optimizer, scheduler, log, selection)
+                        save_checkpoint(out, iteration + 1, synthetic, optimizer, scheduler, log, selection,
+                                        before + time.perf_counter() - started)
         except KeyboardInterrupt as err:
             raise RunInterrupted(iteration, last_complete_checkpoint(out / "checkpoints") is not None) from err
+        seconds = before + time.perf_counter() - started
         (out / "metrics.json").write_text(json.dumps(log, indent=1) + "\n")
         if cfg.keep == "best" and selection.best is not None:
             (out / "validation.json").write_text(json.dumps(selection.checks, indent=1) + "\n")
@@ -557,7 +565,8 @@ class DatasetDistillationTask(Task):
         results = evaluate(recipe, data, synthetic, selection.chosen)
         check_finite_metrics({k: results[k] for k in ("teacher", "student")} | results["variants"],
                              recipe.evaluation.split)
-        report = {**results, "recipe": recipe.name, "student_dir": str(out / DISTILLED)}
+        report = {**results, "recipe": recipe.name, "student_dir": str(out / DISTILLED),
+                  "train_seconds": round(seconds, 1)}
         write_report(out, report)
         return report
 
