@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import re
+import sys
 import tracemalloc
 import types
 import typing

@@ -17,8 +17,8 @@ from kdkit.losses.distilled_data import (distillation_loss, project_to_simplex, 
                                          train_on_synthetic, unrolled_parameters)
 from kdkit.tasks import get_task
 from kdkit.tasks.dataset_distillation import load_distilled, train_on_distilled
-from kdkit.tasks.dataset_distillation.data import load_images
 from kdkit.tasks.dataset_distillation import task as dd_task
+from kdkit.tasks.dataset_distillation.data import load_images
 from kdkit.tasks.dataset_distillation.models import build_model
 from kdkit.tasks.dataset_distillation.task import accuracy, random_subset
 
