@@ -130,3 +130,58 @@ def test_trainer_progress_in_a_log_is_lines_not_redraws(tiny_recipe, tmp_path, c
     trainer.train()
     err = capsys.readouterr().err
     assert "\r" not in err and "3/3" in err.splitlines()[-1]
+
+
+def _fake_clock(trainer, seconds_per_step: float = 10.0) -> None:
+    """The trainer's training-time clock advanced by ``seconds_per_step`` at every optimiser step, nothing else."""
+    from transformers import TrainerCallback
+
+    from kdkit.engine.trainer import _TrainTime
+
+    now = [0.0]
+
+    class Tick(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            now[0] += seconds_per_step
+
+    timer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, _TrainTime))
+    timer.clock = lambda: now[0]
+    trainer.add_callback(Tick)
+
+
+def test_training_time_is_summed_over_a_resume_and_survives_checkpoints_from_before_it(tiny_recipe, tmp_path):
+    import json
+    import shutil
+
+    tiny_recipe["training"].update(max_steps=4, save_steps=2)
+    out = tmp_path / "ckpt"
+    _, trainer = _trainer(tiny_recipe, out)
+    _fake_clock(trainer)
+    trainer.train()
+    assert trainer.train_seconds == 40.0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["_TrainTime"]["attributes"]["seconds"] == 20.0
+
+    # killed after checkpoint-2: the resumed process's 2 steps are added to the checkpoint's 20 s
+    shutil.rmtree(out / "checkpoint-4")
+    _, resumed = _trainer(tiny_recipe, out)
+    _fake_clock(resumed)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 4 and resumed.train_seconds == 40.0
+
+    # a checkpoint written before kdkit kept the time (no entry): the resume works and counts its own steps only
+    from kdkit.engine.trainer import _TrainTime
+
+    shutil.rmtree(out)
+    _, before = _trainer(tiny_recipe, out)
+    before.remove_callback(_TrainTime)
+    before.train()
+    shutil.rmtree(out / "checkpoint-4")
+    callbacks = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert "_TrainTime" not in callbacks
+    _, resumed = _trainer(tiny_recipe, out)
+    _fake_clock(resumed)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.train_seconds == 20.0
+    saved = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["_TrainTime"]["attributes"]["seconds"] == 20.0

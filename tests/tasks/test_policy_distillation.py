@@ -95,25 +95,32 @@ def test_td3_learners_and_a_discrete_ppo_run(tmp_path):
 
 
 def test_an_interrupted_run_resumes_its_curve(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import kdkit.tasks.policy_distillation.task as policy_task
     from kdkit.tasks.policy_distillation.learners import Learner
 
     recipe = _recipe(tmp_path, training={"timesteps": 384, "round_steps": 128})
-    learn, calls = Learner.learn, []
+    learn, calls, now = Learner.learn, [], [0.0]
 
     def interrupted(self, steps):
         calls.append(steps)
+        now[0] += 10.0  # the run's clock: 10 s a learner's round, nothing else
         if len(calls) == 5:  # learner 0 in round 3, after the checkpoint of round 2
             raise KeyboardInterrupt
         return learn(self, steps)
 
     monkeypatch.setattr(Learner, "learn", interrupted)
+    monkeypatch.setattr(policy_task, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     with pytest.raises(RunInterrupted):
         get_task("policy_distillation").run(load_recipe(recipe))
-    monkeypatch.setattr(Learner, "learn", learn)
-    get_task("policy_distillation").run(load_recipe(recipe), resume=True)
+    now[0] = 1000.0  # a new process's clock
+    report = get_task("policy_distillation").run(load_recipe(recipe), resume=True)
     log = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [entry["round"] for entry in log] == [1, 2, 3]
     assert [entry["timesteps"][0] for entry in log] == [128, 256, 384]
+    # rounds 1-2 (40 s, in the checkpoint) and the resumed round 3 (20 s); the 10 s the interrupt lost do not count
+    assert report["train_seconds"] == 60.0
 
 
 @pytest.mark.parametrize("changes, message", [

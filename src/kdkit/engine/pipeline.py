@@ -469,7 +469,8 @@ class TrainerTask(Task):
                 results["student"]["size_mb"] = state_bytes(prep.student) / 1e6
         check_finite_metrics({**results, **variants}, recipe.evaluation.split)
         report = {"task": self.name, "primary_metric": self.primary_metric, **results,
-                  "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path}
+                  "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path,
+                  "train_seconds": round(trainer.train_seconds, 1)}
         write_report(out, report)
         if grid:
             from kdkit.report.sub_networks import append_grid

@@ -15,7 +15,9 @@ parallel, DeepSpeed/FSDP, checkpoints and resume, ``report_to`` logging — come
 - atomic checkpoints: each ``checkpoint-N`` is written under a staging name and renamed into place when complete,
   and resume takes the newest complete one (:mod:`kdkit.engine.checkpoints`). With the RNG states, the data
   position, optimiser and scheduler restored by the Trainer, a resumed run ends where an uninterrupted one does;
-  one resumed from its final checkpoint (killed while evaluating) takes no further step.
+  one resumed from its final checkpoint (killed while evaluating) takes no further step;
+- training's wall time summed over resumes (:attr:`DistillationTrainer.train_seconds`, the report's ``train_seconds``),
+  kept in the checkpoints' ``trainer_state.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -200,6 +202,37 @@ class _FreezeLongLivedObjects(TrainerCallback):
         gc.freeze()
 
 
+class _TrainTime(TrainerCallback, ExportableState):
+    """Training's wall time summed over a resumed run's processes: from ``on_train_begin`` to ``on_train_end`` (the
+    in-loop evaluations and checkpoint saves included), kept in each checkpoint's ``trainer_state.json``
+    (``stateful_callbacks``), so a resumed run adds its time to that of the checkpoint it resumed from; the steps an
+    interrupt lost after the last checkpoint do not count. :attr:`seconds` is read after training."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.before = 0.0  # seconds of the processes before this one (from the resumed checkpoint)
+        self.start: float | None = None
+        self.seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # the Trainer has loaded the resumed checkpoint's state by now; one written before this callback existed
+        # has no entry, which the Trainer's checkpoint save would look up (a KeyError), so it gets one
+        name = type(self).__name__
+        self.before = float(state.stateful_callbacks.get(name, {}).get("attributes", {}).get("seconds", 0.0))
+        self.start = self.clock()
+        state.stateful_callbacks[name] = self.state()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds = self.elapsed()
+        self.start = None
+
+    def elapsed(self) -> float:
+        return self.before + (self.clock() - self.start if self.start is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"seconds": round(self.elapsed(), 3)}}
+
+
 class _AfterOptimizerStep(TrainerCallback):
     """Calls :meth:`DistillationModule.after_optimizer_step` after every optimiser step."""
 
@@ -254,6 +287,7 @@ class DistillationTrainer(Trainer):
             self.add_callback(_LogProgress)
         self.add_callback(_AfterOptimizerStep)
         self.add_callback(_FreezeLongLivedObjects)
+        self.add_callback(_TrainTime)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         # the window's term values, summed on the device and read at log time only
         self._term_names: list[str] = []
@@ -371,6 +405,11 @@ class DistillationTrainer(Trainer):
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             gc.unfreeze()  # undo _FreezeLongLivedObjects
+
+    @property
+    def train_seconds(self) -> float:
+        """Training's wall time in seconds, summed over a resumed run's processes (:class:`_TrainTime`)."""
+        return next(c for c in self.callback_handler.callbacks if isinstance(c, _TrainTime)).seconds
 
     def _run_epoch(self, *args, **kwargs):
         # the Trainer checks for the last step only after taking one, so a run resumed from its final checkpoint

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,12 +211,13 @@ class _Acting(torch.nn.Module):
         return self.act(obs)
 
 
-def _checkpoint(out: Path, round_: int, learners: list, log: list) -> None:
+def _checkpoint(out: Path, round_: int, learners: list, log: list, seconds: float) -> None:
+    """Seal the learners after ``round_`` rounds; ``seconds``: the rounds' wall time so far (over resumes)."""
     def write(folder: Path) -> None:
         for i, learner in enumerate(learners):
             learner.save(folder / f"learner-{i}.zip")
 
-    save_checkpoint(out, round_, write, {"round": round_, "log": log})
+    save_checkpoint(out, round_, write, {"round": round_, "log": log, "seconds": round(seconds, 3)})
 
 
 def curve_png(path: Path, log: list, labels: list[str]) -> None:
@@ -262,11 +264,11 @@ class PolicyDistillationTask(Task):
         except Exception as err:  # gymnasium's or SB3's refusal of the id or a hyper-parameter, as one line
             raise ConfigError(f"recipe keys 'env' / 'learners': {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from None
-        start, log = 0, []
+        start, log, before = 0, [], 0.0
         if resume:
             last = last_complete_checkpoint(out / "checkpoints")
             state = json.loads((last / "state.json").read_text())
-            start, log = state["round"], state["log"]
+            start, log, before = state["round"], state["log"], state.get("seconds", 0.0)
             learners = [load_learner(spec.algo, recipe.env.id, seed, last / f"learner-{i}.zip")
                         for i, (spec, seed) in enumerate(zip(recipe.learners, seeds))]
         else:
@@ -274,7 +276,7 @@ class PolicyDistillationTask(Task):
         if cfg.tensorboard:
             log_to_tensorboard(learners, out / "tensorboard")
         rounds = math.ceil(cfg.timesteps / cfg.round_steps)
-        round_ = start
+        round_, started = start, time.perf_counter()
         try:
             with progress(total=rounds, initial=start, desc="dual policy distillation", unit="round") as bar:
                 for round_ in range(start, rounds):
@@ -292,15 +294,16 @@ class PolicyDistillationTask(Task):
                                 "returns": [recent_return(lr) for lr in learners], "distillation": phases})
                     bar.update(1)
                     if (round_ + 1) % cfg.save_steps == 0 or round_ + 1 == rounds:
-                        _checkpoint(out, round_ + 1, learners, log)
+                        _checkpoint(out, round_ + 1, learners, log, before + time.perf_counter() - started)
         except KeyboardInterrupt as err:
             raise RunInterrupted(round_, last_complete_checkpoint(out / "checkpoints") is not None) from err
+        seconds = before + time.perf_counter() - started
         (out / "metrics.json").write_text(json.dumps(log, indent=1) + "\n")
         labels = [f"learner {i} ({spec.algo})" for i, spec in enumerate(recipe.learners)]
         curve_png(out / "curve.png", log, labels)
         for i, learner in enumerate(learners):
             learner.model.save(out / f"learner-{i}.zip")
-        report = self._evaluate(recipe, learners, labels, out)
+        report = self._evaluate(recipe, learners, labels, out) | {"train_seconds": round(seconds, 1)}
         write_report(out, report)
         return report
 
