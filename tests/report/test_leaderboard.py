@@ -488,3 +488,29 @@ def test_single_seed_runs_with_per_example_scores_get_a_paired_bootstrap_interva
     assert rows["base"]["delta_ci"] is None and rows["no-file"]["delta_ci"] is None
     line = next(line for line in render_leaderboard(board).splitlines() if line.startswith("| better"))
     assert f"| +{100 * rows['better']['delta']:.2f} [+{100 * expected['ci_low']:.2f}, " in line
+
+
+def test_training_time_is_a_column_only_when_reports_have_it():
+    def timed(acc, seconds):
+        return {**_report(acc), "variants": {"int8": _entry(acc, 10, 0.005)}} | (
+            {} if seconds is None else {"train_seconds": seconds})
+
+    results = {"kd": [_item(timed(0.7, 60.0), 0), _item(timed(0.8, 180.0), 1), _item(timed(0.75, 600.0), 2)],
+               "old": [_item(timed(0.6, 60.0), 0), _item(timed(0.6, None), 1)]}
+    board = leaderboard(results, alpha=0.5)
+    rows = {row["run"]: row for row in board["rows"]}
+    assert rows["kd"]["train_minutes"] == 3.0  # the median of 1, 3 and 10 minutes
+    assert rows["old"]["train_minutes"] is None  # a seed's report predates it: no median of the others
+    assert rows["kd · int8"]["train_minutes"] is None  # a variant is not trained on its own
+    lines = render_leaderboard(board).splitlines()
+    header = [cell.strip() for cell in lines[2].split("|")]
+    column = header.index("train (min)")
+    assert header[column - 1] == "params (M)" and header[column + 1] == "latency b1 (ms)"
+    table = lines[4:lines.index("", 4)]  # the leaderboard's rows (per-seed tables follow)
+    cells = {line.split("|")[1].strip(): line.split("|")[column].strip() for line in table}
+    assert cells["kd"] == "3.0" and cells["old"] == "—" and cells["kd · int8"] == "—" and cells["teacher: m"] == "—"
+    assert "Train: median over seeds of training's wall time" in lines[-1]
+
+    untimed = {"old": [_item(timed(0.6, None), 0)]}
+    text = render_leaderboard(leaderboard(untimed, alpha=0.5))
+    assert "train (min)" not in text and "Train:" not in text

@@ -419,7 +419,7 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
             having = [item for item in items if variant in (item["report"].get("variants") or {})]
             row = _student_row(f"{name} · {variant}", having,
                                lambda report, v=variant: report["variants"][v], primary, sizes, alpha)
-            students.append({**row, "variant": variant, "dirs": []})
+            students.append({**row, "variant": variant, "dirs": [], "train_minutes": None})  # not trained alone
     students.sort(key=lambda row: -row["score_mean"])
     base = next((row for row in students if row["run"] == baseline), None)
     read: dict = {}  # the baseline's per_query.json is in every interval: read each folder once
@@ -530,10 +530,17 @@ def _student_row(name: str, items: list[dict], entry_of, primary: str, sizes: li
         "score_mean": mean, "score_std": std, "scores": scores, "teacher_score": teacher_mean,
         "metrics_mean": _other_means(entries, primary), "params": params,
         "index_mb": _median_of(entries, "index_mb"), "size_mb": _median_of(entries, "size_mb"),
-        "latency_ms": _latency_ms(entries, sizes),
+        "latency_ms": _latency_ms(entries, sizes), "train_minutes": _train_minutes(reports),
         "speedup": {b: statistics.median(t["latency"][b]["median_s"] / e["latency"][b]["median_s"]
                                          for t, e in paired) for b in sizes} if paired else {},
         "dm": distillation_metric(params, teacher_params, mean, teacher_mean, alpha) if teacher_mean else None}
+
+
+def _train_minutes(reports: list[dict]) -> float | None:
+    """Median over seeds of training's wall time in minutes (the reports' ``train_seconds``); None when a seed's
+    report lacks it (written before kdkit recorded it)."""
+    seconds = [report.get("train_seconds") for report in reports]
+    return None if not seconds or None in seconds else statistics.median(seconds) / 60
 
 
 def _other_metric_names(board: dict) -> list[str]:
@@ -550,14 +557,15 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
     others = _other_metric_names(board)
     indexed = any(row.get("index_mb") is not None for row in board["rows"])
     sized = any(row.get("size_mb") is not None for row in board["rows"])
+    timed = any(row.get("train_minutes") is not None for row in board["rows"])
     scale, unit = metric_scale(primary)
     header = (["run", "seeds", metric_header(primary)]
               + ([f"Δ vs {baseline}" + (f" ({unit})" if unit else "")] if baseline else [])
               + [metric_header(name) for name in others]
               + [f"teacher {primary}" + (" (%)" if unit else ""), "params (M)"]
               + (["size (MB)"] if sized else [])
-              + (["index (MB)"] if indexed else []) + [f"latency b{b} (ms)" for b in sizes]
-              + [f"speedup b{b}" for b in sizes]
+              + (["index (MB)"] if indexed else []) + (["train (min)"] if timed else [])
+              + [f"latency b{b} (ms)" for b in sizes] + [f"speedup b{b}" for b in sizes]
               + [f"DM (α={board['alpha']:g})", "Pareto"])
     body = []
     for row in board["rows"]:
@@ -575,10 +583,16 @@ def _table(board: dict) -> tuple[list[str], list[list[str]]]:
                     + [show_metric(primary, row["teacher_score"]), f"{row['params'] / 1e6:.3f}"]
                     + (["—" if row.get("size_mb") is None else f"{row['size_mb']:.1f}"] if sized else [])
                     + (["—" if row.get("index_mb") is None else f"{row['index_mb']:.1f}"] if indexed else [])
+                    + ([_minutes(row)] if timed else [])
                     + [f"{row['latency_ms'][b]:.2f}" for b in sizes]
                     + [f"{row['speedup'][b]:.2f}x" if b in row["speedup"] else "—" for b in sizes]
                     + ["—" if row["dm"] is None else f"{row['dm']:.3f}", "yes" if row["pareto"] else ""])
     return header, body
+
+
+def _minutes(row: dict) -> str:
+    minutes = row.get("train_minutes")
+    return "—" if minutes is None else f"{minutes:.1f}" if minutes < 100 else f"{minutes:.0f}"
 
 
 def _note(boards: list[dict]) -> str:
@@ -597,6 +611,9 @@ def _note(boards: list[dict]) -> str:
         "(retrieval: of one query, encoded and searched over the corpus; index: the corpus index in MB; "
         "generation: of generating the recipe's max_new_tokens tokens greedily for b prompts); "
         "speedup: median over seeds of teacher/student latency. "
+        + ("Train: median over seeds of training's wall time in minutes, summed over a run's resumes (a dash: the "
+           "run's reports predate it, or a row not trained on its own). "
+           if any(row.get("train_minutes") is not None for board in boards for row in board["rows"]) else "") +
         "DM = α·params_s/params_t + (1−α)·(1 − s_s/s_t), s the mean primary metric (Alkhulaifi et al., 2021); "
         "lower is better. "
         f"Δ: difference of mean primary metric to the baseline run, {delta_units}, ± the standard error of "
