@@ -105,7 +105,7 @@ def test_stages_end_to_end_reuse_and_resume_at_the_transition(staged, tmp_path):
     assert "## Stages" in (out / "report.md").read_text()
     stage_seconds = [json.loads((out / f"stage-{i}" / "report.json").read_text())["train_seconds"] for i in (0, 1)]
     assert all(seconds > 0 for seconds in stage_seconds)
-    assert report["train_seconds"] == pytest.approx(sum(stage_seconds), abs=0.051)  # each stage's training time
+    assert report["train_seconds"] == pytest.approx(sum(stage_seconds), abs=0.0011)  # each stage's training time
     # the second stage started from the first one's student and moved it
     first, final = _weights(out / "stage-0" / "student"), _weights(out / "stage-1" / "student")
     assert first.keys() == final.keys() and any(not first[k].equal(final[k]) for k in first)

@@ -470,7 +470,7 @@ class TrainerTask(Task):
         check_finite_metrics({**results, **variants}, recipe.evaluation.split)
         report = {"task": self.name, "primary_metric": self.primary_metric, **results,
                   "recipe": recipe.name, "student_dir": str(student_dir), "teacher_source": teacher_path,
-                  "train_seconds": round(trainer.train_seconds, 1)}
+                  "train_seconds": round(trainer.train_seconds, 3)}
         write_report(out, report)
         if grid:
             from kdkit.report.sub_networks import append_grid

@@ -93,7 +93,7 @@ def distill_stages(recipe: Recipe, distill: Callable[..., dict], check: Callable
     seconds = [stage_report.get("train_seconds") for stage_report, _, _ in done]
     report.pop("train_seconds", None)
     if None not in seconds:  # every stage's time is known (a reused stage from before kdkit recorded it is not)
-        report["train_seconds"] = round(sum(seconds), 1)
+        report["train_seconds"] = round(sum(seconds), 3)
     out = recipe.resolved_output_dir()
     write_report(out, report)
     per_example = done[-1][2] / PER_QUERY  # the last student's per-example scores: compare's paired intervals

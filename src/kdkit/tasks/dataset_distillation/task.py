@@ -566,7 +566,7 @@ class DatasetDistillationTask(Task):
         check_finite_metrics({k: results[k] for k in ("teacher", "student")} | results["variants"],
                              recipe.evaluation.split)
         report = {**results, "recipe": recipe.name, "student_dir": str(out / DISTILLED),
-                  "train_seconds": round(seconds, 1)}
+                  "train_seconds": round(seconds, 3)}
         write_report(out, report)
         return report
 

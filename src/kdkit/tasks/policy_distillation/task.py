@@ -303,7 +303,7 @@ class PolicyDistillationTask(Task):
         curve_png(out / "curve.png", log, labels)
         for i, learner in enumerate(learners):
             learner.model.save(out / f"learner-{i}.zip")
-        report = self._evaluate(recipe, learners, labels, out) | {"train_seconds": round(seconds, 1)}
+        report = self._evaluate(recipe, learners, labels, out) | {"train_seconds": round(seconds, 3)}
         write_report(out, report)
         return report
 
