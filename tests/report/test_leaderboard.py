@@ -196,6 +196,20 @@ def _item(report, seed=0):
     return {"seed": seed, "status": "trained", "dir": "", "report": report}
 
 
+def test_teacher_trained_per_seed_has_its_spread_over_seeds_not_over_runs():
+    # dataset distillation trains the "teacher" (all real data) once per seed and every run scores it: 2 runs x 3
+    # seeds give 6 evaluations but 3 values; the std is theirs (pooling the 6 would shrink it by sqrt(4/5))
+    teacher_by_seed = [0.80, 0.84, 0.90]
+    results = {name: [_item(_report(0.7, t), s) for s, t in enumerate(teacher_by_seed)] for name in ("soft", "hard")}
+    teacher = leaderboard(results)["rows"][0]
+    assert teacher["role"] == "teacher" and teacher["evaluations"] == 6 and teacher["n"] == 3
+    assert teacher["score_mean"] == pytest.approx(statistics.fmean(teacher_by_seed))
+    assert teacher["score_std"] == pytest.approx(statistics.stdev(teacher_by_seed))
+    # a seed scored by one run only counts once, like the others
+    results["soft"].append(_item(_report(0.7, 0.60), 3))
+    assert leaderboard(results)["rows"][0]["score_mean"] == pytest.approx(statistics.fmean(teacher_by_seed + [0.60]))
+
+
 def test_leaderboard_statistics_and_pareto_front_by_hand():
     results = {"small": [_item(_report(a, params=10, latency=t), s)
                          for s, (a, t) in enumerate([(0.6, 0.01), (0.7, 0.02), (0.8, 0.04)])],

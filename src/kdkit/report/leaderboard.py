@@ -374,8 +374,9 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     sizes = _common_batch_sizes(all_reports)
     every = [item for items in results.values() for item in items]
     measured_on = {id(item): _measured_on(item) for item in every}
-    # the teacher is measured once per (run, seed); those evaluations go into its row (runs that score it
-    # differently, e.g. on longer passages, get a row each, named by the setting)
+    # the teacher is measured once per (run, seed); those evaluations go into its row, its score the mean and
+    # sample std over seeds of each seed's mean (runs that score it differently, e.g. on longer passages, get a row
+    # each, named by the setting)
     teachers, teacher_labels = _by_setting(
         [(str(item["report"].get("teacher_source", item["report"]["teacher"]["name"])), item,
           item["report"]["teacher"]) for item in every if item["report"].get("teacher")], measured_on)
@@ -383,9 +384,12 @@ def leaderboard(results: dict[str, list[dict]], alpha: float = 0.5, baseline: st
     for (source, setting), measured in teachers.items():
         items = [item for item, _ in measured]
         entries = [entry for _, entry in measured]
-        scores = [metrics_of(entry)[primary] for entry in entries]
+        by_seed: dict = {}  # every run scores the seed's teacher: one value a seed (their mean), so the
+        for item, entry in measured:  # spread is over seeds, not over runs × seeds
+            by_seed.setdefault(item["seed"], []).append(metrics_of(entry)[primary])
+        scores = [statistics.fmean(values) for values in by_seed.values()]
         mean, std = _mean_std(scores)
-        if len(set(scores)) == 1:
+        if len({metrics_of(entry)[primary] for entry in entries}) == 1:
             std = None  # one model scored identically by every run: no spread to show
         rows.append({"run": f"teacher: {entries[0]['name']}{teacher_labels[source, setting]}", "role": "teacher",
                      "teacher": source,
